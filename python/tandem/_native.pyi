@@ -1,0 +1,21 @@
+"""Type stub for tandem's native extension."""
+
+from typing import Any, Callable, Iterator, List, Optional
+
+__version__: str
+
+def main(args: List[str], python: str) -> int:
+    """Runs the tandem master with ``args`` (no program name); returns the exit code."""
+
+def serve(app: Callable[..., Any], requests_fd: int, replies_fd: int) -> None:
+    """Runs the worker loop until the front closes the request queue."""
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: sent straight from the file when it has a descriptor."""
+
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+    def close(self) -> None: ...
+
+def _unused(x: Optional[int]) -> None: ...

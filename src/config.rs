@@ -1,0 +1,409 @@
+//! The one typed configuration: command-line flags (and the environment
+//! variables gunicorn users expect) parsed and validated once, at start-up.
+//!
+//! Nothing else in tandem reads flags or the environment for settings; every
+//! subsystem takes what it needs from [`Config`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+    /// An already-open listening socket inherited as descriptor N.
+    Fd(i32),
+}
+
+impl std::fmt::Display for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bind::Tcp(addr) => write!(f, "{addr}"),
+            Bind::Unix(path) => write!(f, "unix:{}", path.display()),
+            Bind::Fd(fd) => write!(f, "fd://{fd}"),
+        }
+    }
+}
+
+/// What the WSGI app is and how to import it.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    /// `module:callable` as the user wrote it (`module` alone means
+    /// `module:application`).
+    pub target: String,
+    /// Directories put in front of `sys.path` in workers.
+    pub pythonpath: Vec<PathBuf>,
+    /// The Python interpreter that started tandem; workers run on it.
+    pub python: PathBuf,
+}
+
+/// Everything tandem runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app: AppSpec,
+    pub binds: Vec<Bind>,
+    pub workers: usize,
+    /// Requests waiting for a worker before new ones get 503.
+    pub backlog: usize,
+    /// Largest request body accepted (413 above it).
+    pub max_request_body: u64,
+    /// Request bodies above this are spilled to a temp file.
+    pub request_spill: usize,
+    /// Response bytes held in memory per request before spilling to disk.
+    pub response_buffer: usize,
+    /// A request busier than this gets a 504 and its worker is killed.
+    /// `None` disables the limit.
+    pub timeout: Option<Duration>,
+    /// How long a graceful stop waits for in-flight requests.
+    pub graceful_timeout: Duration,
+    /// Mount point of the app (`SCRIPT_NAME`).
+    pub root_path: String,
+    /// Environment set for the workers (`-e KEY=VALUE`).
+    pub env: Vec<(String, String)>,
+    pub chdir: Option<PathBuf>,
+    pub log_level: tracing::Level,
+    /// Threads of the front's async runtime.
+    pub front_threads: usize,
+}
+
+const ABOUT: &str = "Serve a Python WSGI application: a Rust front (HTTP, buffering) \
+and a supervised pool of Python worker processes, in one command.";
+
+/// tandem's command line. Flags mirror gunicorn's where gunicorn has them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = ABOUT,
+    override_usage = "tandem [OPTIONS] APP_MODULE",
+    after_help = "APP_MODULE is 'module:callable' or 'module' (then 'module:application'), \
+e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: TERM stops gracefully (in-flight requests \
+finish, up to --graceful-timeout); INT and QUIT stop at once."
+)]
+struct Cli {
+    /// The WSGI application, as MODULE:CALLABLE or MODULE.
+    #[arg(value_name = "APP_MODULE")]
+    app: String,
+
+    /// Socket to bind: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeatable.
+    /// Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    bind: Vec<String>,
+
+    /// Number of worker processes. Default: $WEB_CONCURRENCY, else the number
+    /// of CPU cores. The front absorbs slow clients and reads every request in
+    /// full before a worker sees it, so a worker is busy only while the app
+    /// runs: one per core keeps the CPUs busy; add more if the app mostly
+    /// waits on a database or other services.
+    #[arg(short = 'w', long = "workers", value_name = "INT")]
+    workers: Option<usize>,
+
+    /// Requests that may wait for a free worker; beyond this, new requests get 503.
+    #[arg(long, value_name = "INT", default_value_t = 2048)]
+    backlog: usize,
+
+    /// Largest request body in bytes; a larger one gets 413 before it is read.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_request_body: u64,
+
+    /// Workers silent for more than this many seconds on a request are killed
+    /// and the request gets 504. 0 disables the limit.
+    #[arg(short = 't', long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+
+    /// On TERM, how long to wait for in-flight requests before stopping anyway.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    graceful_timeout: u64,
+
+    /// Switch to this directory before loading the app.
+    #[arg(long, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+
+    /// Comma-separated directories to add to the Python path.
+    #[arg(long, value_name = "DIRS")]
+    pythonpath: Option<String>,
+
+    /// Set an environment variable for the app. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+
+    /// The path the app is mounted at (WSGI SCRIPT_NAME), e.g. /api.
+    #[arg(long, value_name = "PATH", env = "SCRIPT_NAME", default_value = "")]
+    root_path: String,
+
+    /// Log level: debug, info, warning, error or critical.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+
+    /// Threads of the front's event loop. Default: the number of CPU cores.
+    #[arg(long, value_name = "INT", hide = true)]
+    front_threads: Option<usize>,
+}
+
+/// A command line that can't be run, with a message that says why in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// What the command line asks for.
+pub enum Invocation {
+    Run(Box<Config>),
+    /// `--help` or `--version`: print this to stdout and exit 0.
+    Print(String),
+}
+
+impl Config {
+    /// Parses `args` (without the program name). `python` is the interpreter
+    /// running tandem.
+    pub fn from_args(args: Vec<String>, python: PathBuf) -> Result<Invocation, ConfigError> {
+        let argv = std::iter::once("tandem".to_string()).chain(args);
+        let cli = match Cli::try_parse_from(argv) {
+            Ok(cli) => cli,
+            Err(err) => {
+                use clap::error::ErrorKind;
+                if matches!(
+                    err.kind(),
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                ) {
+                    return Ok(Invocation::Print(err.render().to_string()));
+                }
+                // clap explains over several lines; keep the first, which
+                // names the problem.
+                let text = err.render().to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                return Err(ConfigError(format!("{first} (see 'tandem --help')")));
+            }
+        };
+        cli.into_config(python)
+            .map(|c| Invocation::Run(Box::new(c)))
+    }
+}
+
+impl Cli {
+    fn into_config(self, python: PathBuf) -> Result<Config, ConfigError> {
+        let err = |msg: String| Err(ConfigError(msg));
+        if self.app.is_empty() || self.app.starts_with(':') || self.app.ends_with(':') {
+            return err(format!(
+                "invalid APP_MODULE '{}': expected MODULE or MODULE:CALLABLE",
+                self.app
+            ));
+        }
+        let binds = if self.bind.is_empty() {
+            match std::env::var("PORT") {
+                Ok(port) if !port.is_empty() => vec![parse_bind(&format!("0.0.0.0:{port}"))?],
+                _ => vec![parse_bind("127.0.0.1:8000")?],
+            }
+        } else {
+            self.bind
+                .iter()
+                .map(|b| parse_bind(b))
+                .collect::<Result<_, _>>()?
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = match self.workers {
+            Some(n) => n,
+            None => match std::env::var("WEB_CONCURRENCY") {
+                Ok(v) => v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("WEB_CONCURRENCY={v} is not a number")))?,
+                Err(_) => cores,
+            },
+        };
+        if workers == 0 {
+            return err("--workers must be at least 1".into());
+        }
+        let env = self
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(ConfigError(format!(
+                    "invalid --env '{kv}': expected KEY=VALUE"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        let log_level = match self.log_level.to_ascii_lowercase().as_str() {
+            "debug" => tracing::Level::DEBUG,
+            "info" => tracing::Level::INFO,
+            "warning" | "warn" => tracing::Level::WARN,
+            "error" | "critical" => tracing::Level::ERROR,
+            other => return err(format!(
+                "invalid --log-level '{other}': expected debug, info, warning, error or critical"
+            )),
+        };
+        let root_path = self.root_path.trim_end_matches('/').to_string();
+        if !root_path.is_empty() && !root_path.starts_with('/') {
+            return err(format!(
+                "invalid --root-path '{}': must start with '/'",
+                self.root_path
+            ));
+        }
+        if let Some(dir) = &self.chdir {
+            if !dir.is_dir() {
+                return err(format!("--chdir {}: no such directory", dir.display()));
+            }
+        }
+        let pythonpath = self
+            .pythonpath
+            .iter()
+            .flat_map(|p| p.split(','))
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        Ok(Config {
+            app: AppSpec {
+                target: self.app,
+                pythonpath,
+                python,
+            },
+            binds,
+            workers,
+            backlog: self.backlog.max(1),
+            max_request_body: self.max_request_body,
+            request_spill: 1024 * 1024,
+            response_buffer: 1024 * 1024,
+            timeout: (self.timeout > 0).then(|| Duration::from_secs(self.timeout)),
+            graceful_timeout: Duration::from_secs(self.graceful_timeout),
+            root_path,
+            env,
+            chdir: self.chdir,
+            log_level,
+            front_threads: self.front_threads.unwrap_or(cores).max(1),
+        })
+    }
+}
+
+/// Parses one `--bind` value.
+pub fn parse_bind(text: &str) -> Result<Bind, ConfigError> {
+    let bad = |why: &str| ConfigError(format!("invalid bind address '{text}': {why}"));
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(bad("empty socket path"));
+        }
+        return Ok(Bind::Unix(PathBuf::from(path)));
+    }
+    if let Some(fd) = text.strip_prefix("fd://") {
+        let fd: i32 = fd.parse().map_err(|_| bad("expected fd://N"))?;
+        if fd < 0 {
+            return Err(bad("negative descriptor"));
+        }
+        return Ok(Bind::Fd(fd));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Bind::Tcp(addr));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected HOST:PORT, unix:PATH or fd://N"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("port must be a number from 0 to 65535"))?;
+    if host.is_empty() {
+        return Ok(Bind::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve host: {e}")))?;
+    addrs
+        .next()
+        .map(Bind::Tcp)
+        .ok_or_else(|| bad("host resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        match Config::from_args(
+            args.iter().map(|s| s.to_string()).collect(),
+            "python3".into(),
+        )? {
+            Invocation::Run(config) => Ok(*config),
+            Invocation::Print(_) => panic!("expected a config"),
+        }
+    }
+
+    #[test]
+    fn bind_forms() {
+        assert_eq!(
+            parse_bind("127.0.0.1:80").unwrap(),
+            Bind::Tcp("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind("[::1]:0").unwrap(),
+            Bind::Tcp("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind("unix:/run/x.sock").unwrap(),
+            Bind::Unix("/run/x.sock".into())
+        );
+        assert_eq!(parse_bind("fd://3").unwrap(), Bind::Fd(3));
+        assert_eq!(
+            parse_bind(":8080").unwrap(),
+            Bind::Tcp("0.0.0.0:8080".parse().unwrap())
+        );
+        assert!(matches!(parse_bind("localhost:9000").unwrap(), Bind::Tcp(a) if a.port() == 9000));
+    }
+
+    #[test]
+    fn bad_binds_name_the_problem() {
+        for bad in ["nope", "1.2.3.4:99999", "unix:", "fd://x", "host:port"] {
+            let msg = parse_bind(bad).unwrap_err().to_string();
+            assert!(msg.contains(bad), "{msg}");
+        }
+    }
+
+    #[test]
+    fn flags_become_config() {
+        let c = parse(&[
+            "-w",
+            "3",
+            "-b",
+            "unix:/tmp/a",
+            "-b",
+            "[::1]:0",
+            "-e",
+            "A=b=c",
+            "--root-path",
+            "/api/",
+            "hello:app",
+        ])
+        .unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.binds.len(), 2);
+        assert_eq!(c.env, vec![("A".to_string(), "b=c".to_string())]);
+        assert_eq!(c.root_path, "/api");
+        assert_eq!(c.app.target, "hello:app");
+        assert_eq!(c.timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for args in [
+            &["--bogus", "x"][..],
+            &["-w", "zero", "x"],
+            &["-w", "0", "x"],
+            &["--env", "NOEQ", "x"],
+            &[],
+        ] {
+            let msg = parse(args).unwrap_err().to_string();
+            assert!(!msg.contains('\n'), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn help_mentions_the_worker_default() {
+        let args = vec!["--help".to_string()];
+        match Config::from_args(args, "python3".into()).unwrap() {
+            Invocation::Print(text) => assert!(text.contains("WEB_CONCURRENCY")),
+            Invocation::Run(_) => panic!("--help must print"),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! One request's whole journey through the front, top to bottom:
+//!
+//! ```text
+//! read body (413 if too large) → build the request head for the worker
+//!   → dispatch::Pool::submit (503 if the queue is full)
+//!   → wait for the app's head (500 app error, 502 worker died, 504 timeout)
+//!   → stream or buffer the body to the client
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::request_body::{self, RequestBody};
+use super::response::{self, ResponseBody};
+use crate::config::Config;
+use crate::dispatch::{DispatchError, Pool, Reply};
+use crate::wire::{RequestHead, Scheme};
+
+/// What every request handler shares: the settings and the app's pool.
+pub struct Front {
+    pub config: Arc<Config>,
+    pub pool: Arc<Pool>,
+}
+
+/// What the front knows about a connection before any request on it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote_addr: Bytes,
+    pub remote_port: u16,
+    /// The listener's address, used when a request carries no `Host`.
+    pub local_name: Bytes,
+    pub local_port: u16,
+    pub scheme: Scheme,
+}
+
+impl Front {
+    /// Answers one request. Never fails: every error becomes a response.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Arc<Peer>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let label = format!("{} {}", parts.method, parts.uri.path());
+
+        let max = self.config.max_request_body;
+        if declared_length(&parts.headers).is_some_and(|len| len > max) {
+            tracing::info!("{label}: 413, declared body larger than {max} bytes");
+            return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        let body = match request_body::read(body, max, self.config.request_spill).await {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::info!("{label}: {}, {err}", err.status().as_u16());
+                return Ok(error_response(err.status()));
+            }
+        };
+
+        let head_only = parts.method == Method::HEAD;
+        let call = match self.build_head(&parts, body, &peer) {
+            Ok((head, fd)) => self.pool.submit(head, fd),
+            Err(err) => Err(DispatchError::Internal(err.to_string())),
+        };
+        let mut call = match call {
+            Ok(call) => call,
+            Err(err) => return Ok(failure(&label, err)),
+        };
+
+        let head = match call.next().await {
+            Reply::Head(head) => head,
+            Reply::Failed(err) => return Ok(failure(&label, err)),
+            _ => {
+                return Ok(failure(
+                    &label,
+                    DispatchError::Internal("reply before response head".into()),
+                ))
+            }
+        };
+        let app_head = match response::convert_head(head) {
+            Ok(h) => h,
+            Err(why) => {
+                tracing::error!("{label}: 500, app response not sendable: {why}");
+                return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+        };
+        let body = if head_only {
+            ResponseBody::empty()
+        } else {
+            match response::body(
+                call,
+                app_head.streaming,
+                self.config.response_buffer,
+                label.clone(),
+            ) {
+                Ok(body) => body,
+                Err(err) => return Ok(failure(&label, err)),
+            }
+        };
+        Ok(app_head
+            .response
+            .body(body)
+            .unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR)))
+    }
+
+    /// The request as a worker will see it.
+    fn build_head(
+        &self,
+        parts: &http::request::Parts,
+        body: RequestBody,
+        peer: &Peer,
+    ) -> std::io::Result<(RequestHead, Option<std::os::fd::OwnedFd>)> {
+        let (server_name, server_port) = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| split_host(h.as_bytes()))
+            .map(|(name, port)| (name, port.unwrap_or(default_port(peer.scheme))))
+            .unwrap_or_else(|| (peer.local_name.clone(), peer.local_port));
+
+        let body_len = body.len();
+        let mut headers = Vec::with_capacity(parts.headers.len() + 1);
+        for (name, value) in &parts.headers {
+            // Underscored names would alias dashed ones in the environ
+            // (X_Forwarded_For vs X-Forwarded-For); drop them, as nginx does.
+            if name.as_str().contains('_')
+                || name == header::TRANSFER_ENCODING
+                || name == header::CONTENT_LENGTH
+            {
+                continue;
+            }
+            headers.push((
+                Bytes::copy_from_slice(name.as_str().as_bytes()),
+                Bytes::copy_from_slice(value.as_bytes()),
+            ));
+        }
+        // The body has been read in full, so its length is known even if the
+        // client sent it chunked.
+        if body_len > 0 || declared_length(&parts.headers).is_some() {
+            headers.push((
+                Bytes::from_static(b"content-length"),
+                Bytes::from(body_len.to_string()),
+            ));
+        }
+        let (body, fd) = body.into_wire()?;
+        let head = RequestHead {
+            method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+            path: Bytes::copy_from_slice(parts.uri.path().as_bytes()),
+            query: Bytes::copy_from_slice(parts.uri.query().unwrap_or("").as_bytes()),
+            version: match parts.version {
+                Version::HTTP_09 => 9,
+                Version::HTTP_10 => 10,
+                Version::HTTP_2 => 20,
+                Version::HTTP_3 => 30,
+                _ => 11,
+            },
+            scheme: peer.scheme,
+            remote_addr: peer.remote_addr.clone(),
+            remote_port: peer.remote_port,
+            server_name,
+            server_port,
+            script_name: Bytes::copy_from_slice(self.config.root_path.as_bytes()),
+            headers,
+            body,
+        };
+        Ok((head, fd))
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn default_port(scheme: Scheme) -> u16 {
+    match scheme {
+        Scheme::Http => 80,
+        Scheme::Https => 443,
+    }
+}
+
+/// Splits a `Host` value into name and optional port (`[::1]:8000` too).
+fn split_host(host: &[u8]) -> Option<(Bytes, Option<u16>)> {
+    let host = std::str::from_utf8(host).ok()?.trim();
+    if host.is_empty() {
+        return None;
+    }
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (name, after) = rest.split_once(']')?;
+        (name, after.strip_prefix(':'))
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((
+        Bytes::copy_from_slice(name.to_ascii_lowercase().as_bytes()),
+        port,
+    ))
+}
+
+/// Logs why a request failed and builds the response the client gets.
+fn failure(label: &str, err: DispatchError) -> Response<ResponseBody> {
+    let status = err.status();
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE => tracing::warn!("{label}: {}, {err}", status.as_u16()),
+        _ => tracing::error!("{label}: {}, {err}", status.as_u16()),
+    }
+    error_response(status)
+}
+
+/// A short HTML error page, as nginx sends.
+pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
+    let text = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>tandem</center>\r\n</body>\r\n</html>\r\n",
+        code = status.as_u16(),
+        reason = status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html"),
+    );
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was not read; the connection can't carry another request.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_forms() {
+        assert_eq!(
+            split_host(b"Example.com"),
+            Some((Bytes::from("example.com"), None))
+        );
+        assert_eq!(split_host(b"a:81"), Some((Bytes::from("a"), Some(81))));
+        assert_eq!(
+            split_host(b"[::1]:8000"),
+            Some((Bytes::from("::1"), Some(8000)))
+        );
+        assert_eq!(split_host(b"[::1]"), Some((Bytes::from("::1"), None)));
+        assert_eq!(split_host(b"a:notaport"), None);
+        assert_eq!(split_host(b""), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! Reading a request body in full before any worker sees it: in memory up
+//! to the spill threshold, in an unlinked temp file beyond it, refused
+//! with 413 beyond `--max-request-body`.
+
+use std::io::{Seek, Write};
+use std::os::fd::OwnedFd;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::wire::{BodyRef, INLINE_BODY_MAX};
+
+/// A request body, read completely.
+pub enum RequestBody {
+    Mem(Bytes),
+    /// Spilled to disk: an unlinked temp file of `len` bytes.
+    File {
+        file: std::fs::File,
+        len: u64,
+    },
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("reading request body: {0}")]
+    Read(#[from] hyper::Error),
+    #[error("spilling request body to disk: {0}")]
+    Spill(#[from] std::io::Error),
+}
+
+impl BodyError {
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            BodyError::TooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Read(_) => http::StatusCode::BAD_REQUEST,
+            BodyError::Spill(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Reads `body` to its end.
+pub async fn read(
+    mut body: Incoming,
+    max: u64,
+    spill_above: usize,
+) -> Result<RequestBody, BodyError> {
+    let mut mem = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut spill: Option<(tokio::fs::File, u64)> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if let Some((file, len)) = &mut spill {
+            *len += data.len() as u64;
+            if *len > max {
+                return Err(BodyError::TooLarge(max));
+            }
+            tokio::io::AsyncWriteExt::write_all(file, &data).await?;
+            continue;
+        }
+        let total = first.as_ref().map_or(0, |f| f.len()) + mem.len() + data.len();
+        if total as u64 > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        if first.is_none() && mem.is_empty() {
+            // The common case of a body in one piece: keep it without copying.
+            first = Some(data);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            mem.extend_from_slice(&f);
+        }
+        mem.extend_from_slice(&data);
+        if mem.len() > spill_above {
+            let mut file = tokio::task::spawn_blocking(tempfile::tempfile)
+                .await
+                .map_err(std::io::Error::other)??;
+            file.write_all(&mem)?;
+            spill = Some((tokio::fs::File::from_std(file), mem.len() as u64));
+            mem = BytesMut::new();
+        }
+    }
+    if let Some((file, len)) = spill {
+        let mut file = file.into_std().await;
+        file.flush()?;
+        file.rewind()?;
+        return Ok(RequestBody::File { file, len });
+    }
+    Ok(RequestBody::Mem(first.unwrap_or_else(|| mem.freeze())))
+}
+
+impl RequestBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            RequestBody::Mem(b) => b.len() as u64,
+            RequestBody::File { len, .. } => *len,
+        }
+    }
+
+    /// How the body travels to the worker: in the frame if small, else as a
+    /// descriptor (a memfd for an in-memory body, the spill file otherwise).
+    pub fn into_wire(self) -> std::io::Result<(BodyRef, Option<OwnedFd>)> {
+        match self {
+            RequestBody::Mem(data) if data.len() <= INLINE_BODY_MAX => {
+                Ok((BodyRef::Inline(data), None))
+            }
+            RequestBody::Mem(data) => {
+                let mut file = crate::sys::memfd(c"tandem-body")?;
+                file.write_all(&data)?;
+                file.rewind()?;
+                Ok((
+                    BodyRef::Fd {
+                        len: data.len() as u64,
+                    },
+                    Some(file.into()),
+                ))
+            }
+            RequestBody::File { file, len } => Ok((BodyRef::Fd { len }, Some(file.into()))),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! tandem serves a Python WSGI app with a Rust front and a supervised pool
+//! of Python worker processes, in one process tree.
+//!
+//! ```text
+//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler
+//!                                                         │ reads the whole body (request_body)
+//!                                                         ▼
+//!                          dispatch::Pool ── one SOCK_SEQPACKET queue ──▶ worker (Python) × N
+//!                                                         ▲                  │ worker::serve:
+//!                     dispatch::read_replies ◀── reply socket per worker ────┘ environ, app, frames
+//!                                                         │
+//!                          front::response (buffer / spill / stream) ──▶ client
+//!
+//! supervisor: binds, boots workers, respawns, kills hung ones, stops on TERM/INT/QUIT
+//! wire: the frames on both sockets; sys: the few raw system calls
+//! ```
+//!
+//! The master is the Python process that ran the `tandem` console script: it
+//! enters [`main`] at once, releases the GIL and never runs app code.
+//! Workers are started with the same interpreter and enter
+//! [`worker::serve`] once `tandem._worker` has imported the app.
+
+pub mod config;
+pub mod dispatch;
+pub mod front;
+pub mod supervisor;
+pub mod sys;
+pub mod wire;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use config::{Config, Invocation};
+
+/// Runs tandem with `args` (without the program name); `python` is the
+/// interpreter to start workers with. Returns the exit code.
+pub fn run(args: Vec<String>, python: PathBuf) -> i32 {
+    let config = match Config::from_args(args, python) {
+        Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            return 0;
+        }
+        Err(err) => {
+            eprintln!("tandem: error: {err}");
+            return 2;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(config.log_level)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.front_threads)
+        .thread_name("tandem-front")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("tandem: error: starting the event loop: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(supervisor::run(Arc::new(*config))) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tandem: error: {err:#}");
+            1
+        }
+    }
+}
+
+/// main(args, python) -> int: the `tandem` command.
+#[pyfunction]
+#[pyo3(name = "main")]
+fn py_main(py: Python<'_>, args: Vec<String>, python: PathBuf) -> i32 {
+    py.allow_threads(|| run(args, python))
+}
+
+/// The native half of tandem.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(py_main, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::serve, m)?)?;
+    m.add_class::<worker::FileWrapper>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

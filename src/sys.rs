@@ -1,0 +1,367 @@
+//! The few system calls the standard library and tokio don't wrap:
+//! socket pairs of a chosen type, `sendmsg`/`recvmsg` with a file
+//! descriptor riding along (`SCM_RIGHTS`), and `memfd_create`.
+//!
+//! This is one of the two modules allowed `unsafe` (the other is the child
+//! set-up in `supervisor::spawn`). Everything here is blocking or
+//! non-blocking exactly as the descriptor is; callers choose.
+
+use std::io::{self, IoSlice};
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Most descriptors accepted in one `recvmsg`. Peers send at most one per
+/// message; a little room keeps a misbehaving peer from truncating silently.
+const MAX_FDS: usize = 4;
+
+/// The type of a socket pair.
+#[derive(Debug, Clone, Copy)]
+pub enum PairKind {
+    /// Byte stream: per-worker reply channel.
+    Stream,
+    /// Reliable datagrams that keep message boundaries: the shared request
+    /// queue every worker of a pool reads from.
+    SeqPacket,
+}
+
+/// A connected pair of unix sockets, both close-on-exec.
+pub fn socketpair(kind: PairKind) -> io::Result<(OwnedFd, OwnedFd)> {
+    let ty = match kind {
+        PairKind::Stream => libc::SOCK_STREAM,
+        PairKind::SeqPacket => libc::SOCK_SEQPACKET,
+    };
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for socketpair to fill.
+    let rc =
+        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both descriptors are open and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Switches `O_NONBLOCK` on or off.
+pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we hold; no pointers involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the socket's send buffer size (the kernel may cap it).
+pub fn set_send_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = bytes as libc::c_int;
+    // SAFETY: `value` outlives the call and its size is passed alongside.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `bufs` as one message (one record on a seqpacket socket), with
+/// `pass` attached as `SCM_RIGHTS` if given. Never raises SIGPIPE.
+pub fn send_with_fd(
+    fd: &impl AsRawFd,
+    bufs: &[IoSlice<'_>],
+    pass: Option<RawFd>,
+) -> io::Result<usize> {
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    if let Some(pass) = pass {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) } as usize;
+        debug_assert!(space <= mem::size_of_val(&control));
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `control`, large enough for one
+        // cmsghdr carrying one descriptor, so CMSG_FIRSTHDR is non-null and
+        // CMSG_DATA stays inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), pass);
+        }
+    }
+    // SAFETY: `msg` points at `bufs` and `control`, both alive for the call;
+    // IoSlice is ABI-compatible with iovec.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Receives into `buf`, appending any descriptors that came along to `fds`
+/// (close-on-exec). Returns the bytes read; 0 means the peer closed.
+/// On a seqpacket socket a message longer than `buf` is an error, not a
+/// silent truncation.
+pub fn recv_with_fds(
+    fd: &impl AsRawFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: pure size computation.
+    msg.msg_controllen =
+        unsafe { libc::CMSG_SPACE((MAX_FDS * mem::size_of::<RawFd>()) as u32) } as _;
+    debug_assert!(msg.msg_controllen as usize <= mem::size_of_val(&control));
+    // SAFETY: `msg` points at `iov` (which points at `buf`) and `control`,
+    // all alive and writable for the call.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `control` up to msg_controllen; the CMSG
+    // macros walk only within it, and each SCM_RIGHTS payload is an array of
+    // descriptors now owned by this process.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / mem::size_of::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message truncated",
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// [`recv_with_fds`] into the spare capacity of `buf`, growing its length
+/// by the bytes received.
+pub fn recv_into(
+    fd: &impl AsRawFd,
+    buf: &mut bytes::BytesMut,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the kernel only writes into this slice, and only the bytes it
+    // reports written are exposed below; u8 has no invalid bit patterns.
+    let spare = unsafe { &mut *(spare as *mut [mem::MaybeUninit<u8>] as *mut [u8]) };
+    let n = recv_with_fds(fd, spare, fds)?;
+    // SAFETY: recvmsg initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Takes ownership of an inherited descriptor after checking it is open.
+pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: the descriptor is open and was handed to this process to own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor or fails; no memory involved.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Lets descriptor `fd` survive `exec` (to be called in a forked child).
+pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a plain integer descriptor; async-signal-safe.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers `fd` (non-blocking) with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    set_nonblocking(&fd, true)?;
+    // SAFETY: an OwnedFd is open for its whole life and always reports the
+    // same descriptor, which is what registration requires.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Sends signal `sig` to process `pid`.
+pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks the kernel to SIGKILL the calling process when its parent thread
+/// dies (to be called in a forked child, before exec).
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments; async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A listening socket inherited from whoever started tandem.
+pub enum Inherited {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// Takes ownership of descriptor `fd`, which must be an inherited listening
+/// TCP or unix stream socket.
+pub fn inherited_listener(fd: RawFd) -> io::Result<Inherited> {
+    let get = |opt| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for getsockopt to write.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value)
+    };
+    let not_listening = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a listening socket"),
+        )
+    };
+    let domain = get(libc::SO_DOMAIN).map_err(|_| not_listening())?;
+    if get(libc::SO_ACCEPTCONN)? == 0 || get(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err(not_listening());
+    }
+    // SAFETY: the checks above show `fd` is an open listening stream socket;
+    // the user handed it to us with fd://N, so we now own it.
+    unsafe {
+        match domain {
+            libc::AF_INET | libc::AF_INET6 => {
+                Ok(Inherited::Tcp(std::net::TcpListener::from_raw_fd(fd)))
+            }
+            libc::AF_UNIX => Ok(Inherited::Unix(
+                std::os::unix::net::UnixListener::from_raw_fd(fd),
+            )),
+            _ => Err(not_listening()),
+        }
+    }
+}
+
+/// An anonymous in-memory file (for request bodies too large to travel in
+/// a frame but too small to spill to disk).
+pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor that we now own.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn seqpacket_keeps_message_boundaries_and_passes_a_descriptor() {
+        let (a, b) = socketpair(PairKind::SeqPacket).unwrap();
+        let mut file = memfd(c"t").unwrap();
+        file.write_all(b"payload").unwrap();
+        file.rewind().unwrap();
+        send_with_fd(&a, &[IoSlice::new(b"one")], Some(file.as_raw_fd())).unwrap();
+        send_with_fd(&a, &[IoSlice::new(b"tw"), IoSlice::new(b"o")], None).unwrap();
+        drop(file);
+
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        assert_eq!(recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 3);
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(fds.len(), 1);
+        let mut got = String::new();
+        std::fs::File::from(fds.pop().unwrap())
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "payload");
+
+        assert_eq!(recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 3);
+        assert_eq!(&buf[..3], b"two");
+        assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn seqpacket_message_larger_than_buffer_is_an_error() {
+        let (a, b) = socketpair(PairKind::SeqPacket).unwrap();
+        send_with_fd(&a, &[IoSlice::new(&[7u8; 100])], None).unwrap();
+        let mut buf = [0u8; 10];
+        let err = recv_with_fds(&b, &mut buf, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn closed_peer_reads_as_zero() {
+        let (a, b) = socketpair(PairKind::Stream).unwrap();
+        drop(a);
+        assert_eq!(
+            recv_with_fds(&b, &mut [0u8; 8], &mut Vec::new()).unwrap(),
+            0
+        );
+    }
+}
