@@ -165,10 +165,7 @@ impl Config {
             Ok(cli) => cli,
             Err(err) => {
                 use clap::error::ErrorKind;
-                if matches!(
-                    err.kind(),
-                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-                ) {
+                if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                     return Ok(Invocation::Print(err.render().to_string()));
                 }
                 // clap explains over several lines; keep the first, which
@@ -179,8 +176,7 @@ impl Config {
                 return Err(ConfigError(format!("{first} (see 'tandem --help')")));
             }
         };
-        cli.into_config(python)
-            .map(|c| Invocation::Run(Box::new(c)))
+        cli.into_config(python).map(|c| Invocation::Run(Box::new(c)))
     }
 }
 
@@ -199,10 +195,7 @@ impl Cli {
                 _ => vec![parse_bind("127.0.0.1:8000")?],
             }
         } else {
-            self.bind
-                .iter()
-                .map(|b| parse_bind(b))
-                .collect::<Result<_, _>>()?
+            self.bind.iter().map(|b| parse_bind(b)).collect::<Result<_, _>>()?
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = match self.workers {
@@ -222,9 +215,7 @@ impl Cli {
             .iter()
             .map(|kv| match kv.split_once('=') {
                 Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-                _ => Err(ConfigError(format!(
-                    "invalid --env '{kv}': expected KEY=VALUE"
-                ))),
+                _ => Err(ConfigError(format!("invalid --env '{kv}': expected KEY=VALUE"))),
             })
             .collect::<Result<_, _>>()?;
         let log_level = match self.log_level.to_ascii_lowercase().as_str() {
@@ -232,16 +223,15 @@ impl Cli {
             "info" => tracing::Level::INFO,
             "warning" | "warn" => tracing::Level::WARN,
             "error" | "critical" => tracing::Level::ERROR,
-            other => return err(format!(
-                "invalid --log-level '{other}': expected debug, info, warning, error or critical"
-            )),
+            other => {
+                return err(format!(
+                    "invalid --log-level '{other}': expected debug, info, warning, error or critical"
+                ))
+            }
         };
         let root_path = self.root_path.trim_end_matches('/').to_string();
         if !root_path.is_empty() && !root_path.starts_with('/') {
-            return err(format!(
-                "invalid --root-path '{}': must start with '/'",
-                self.root_path
-            ));
+            return err(format!("invalid --root-path '{}': must start with '/'", self.root_path));
         }
         if let Some(dir) = &self.chdir {
             if !dir.is_dir() {
@@ -300,9 +290,7 @@ pub fn parse_bind(text: &str) -> Result<Bind, ConfigError> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| bad("expected HOST:PORT, unix:PATH or fd://N"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| bad("port must be a number from 0 to 65535"))?;
+    let port: u16 = port.parse().map_err(|_| bad("port must be a number from 0 to 65535"))?;
     if host.is_empty() {
         return Ok(Bind::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
     }
@@ -321,10 +309,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        match Config::from_args(
-            args.iter().map(|s| s.to_string()).collect(),
-            "python3".into(),
-        )? {
+        match Config::from_args(args.iter().map(|s| s.to_string()).collect(), "python3".into())? {
             Invocation::Run(config) => Ok(*config),
             Invocation::Print(_) => panic!("expected a config"),
         }
@@ -336,19 +321,13 @@ mod tests {
             parse_bind("127.0.0.1:80").unwrap(),
             Bind::Tcp("127.0.0.1:80".parse().unwrap())
         );
-        assert_eq!(
-            parse_bind("[::1]:0").unwrap(),
-            Bind::Tcp("[::1]:0".parse().unwrap())
-        );
+        assert_eq!(parse_bind("[::1]:0").unwrap(), Bind::Tcp("[::1]:0".parse().unwrap()));
         assert_eq!(
             parse_bind("unix:/run/x.sock").unwrap(),
             Bind::Unix("/run/x.sock".into())
         );
         assert_eq!(parse_bind("fd://3").unwrap(), Bind::Fd(3));
-        assert_eq!(
-            parse_bind(":8080").unwrap(),
-            Bind::Tcp("0.0.0.0:8080".parse().unwrap())
-        );
+        assert_eq!(parse_bind(":8080").unwrap(), Bind::Tcp("0.0.0.0:8080".parse().unwrap()));
         assert!(matches!(parse_bind("localhost:9000").unwrap(), Bind::Tcp(a) if a.port() == 9000));
     }
 

@@ -32,8 +32,7 @@ pub fn socketpair(kind: PairKind) -> io::Result<(OwnedFd, OwnedFd)> {
     };
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints for socketpair to fill.
-    let rc =
-        unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -82,11 +81,7 @@ pub fn set_send_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
 
 /// Sends `bufs` as one message (one record on a seqpacket socket), with
 /// `pass` attached as `SCM_RIGHTS` if given. Never raises SIGPIPE.
-pub fn send_with_fd(
-    fd: &impl AsRawFd,
-    bufs: &[IoSlice<'_>],
-    pass: Option<RawFd>,
-) -> io::Result<usize> {
+pub fn send_with_fd(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: Option<RawFd>) -> io::Result<usize> {
     // u64 elements keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; 8];
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
@@ -123,11 +118,7 @@ pub fn send_with_fd(
 /// (close-on-exec). Returns the bytes read; 0 means the peer closed.
 /// On a seqpacket socket a message longer than `buf` is an error, not a
 /// silent truncation.
-pub fn recv_with_fds(
-    fd: &impl AsRawFd,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
+pub fn recv_with_fds(fd: &impl AsRawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     let mut control = [0u64; 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -139,8 +130,7 @@ pub fn recv_with_fds(
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: pure size computation.
-    msg.msg_controllen =
-        unsafe { libc::CMSG_SPACE((MAX_FDS * mem::size_of::<RawFd>()) as u32) } as _;
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE((MAX_FDS * mem::size_of::<RawFd>()) as u32) } as _;
     debug_assert!(msg.msg_controllen as usize <= mem::size_of_val(&control));
     // SAFETY: `msg` points at `iov` (which points at `buf`) and `control`,
     // all alive and writable for the call.
@@ -156,8 +146,7 @@ pub fn recv_with_fds(
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / mem::size_of::<RawFd>();
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / mem::size_of::<RawFd>();
                 for i in 0..count {
                     fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                 }
@@ -166,21 +155,14 @@ pub fn recv_with_fds(
         }
     }
     if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "message truncated",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "message truncated"));
     }
     Ok(n as usize)
 }
 
 /// [`recv_with_fds`] into the spare capacity of `buf`, growing its length
 /// by the bytes received.
-pub fn recv_into(
-    fd: &impl AsRawFd,
-    buf: &mut bytes::BytesMut,
-    fds: &mut Vec<OwnedFd>,
-) -> io::Result<usize> {
+pub fn recv_into(fd: &impl AsRawFd, buf: &mut bytes::BytesMut, fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     // SAFETY: the kernel only writes into this slice, and only the bytes it
     // reports written are exposed below; u8 has no invalid bit patterns.
@@ -292,12 +274,8 @@ pub fn inherited_listener(fd: RawFd) -> io::Result<Inherited> {
     // the user handed it to us with fd://N, so we now own it.
     unsafe {
         match domain {
-            libc::AF_INET | libc::AF_INET6 => {
-                Ok(Inherited::Tcp(std::net::TcpListener::from_raw_fd(fd)))
-            }
-            libc::AF_UNIX => Ok(Inherited::Unix(
-                std::os::unix::net::UnixListener::from_raw_fd(fd),
-            )),
+            libc::AF_INET | libc::AF_INET6 => Ok(Inherited::Tcp(std::net::TcpListener::from_raw_fd(fd))),
+            libc::AF_UNIX => Ok(Inherited::Unix(std::os::unix::net::UnixListener::from_raw_fd(fd))),
             _ => Err(not_listening()),
         }
     }
@@ -359,9 +337,6 @@ mod tests {
     fn closed_peer_reads_as_zero() {
         let (a, b) = socketpair(PairKind::Stream).unwrap();
         drop(a);
-        assert_eq!(
-            recv_with_fds(&b, &mut [0u8; 8], &mut Vec::new()).unwrap(),
-            0
-        );
+        assert_eq!(recv_with_fds(&b, &mut [0u8; 8], &mut Vec::new()).unwrap(), 0);
     }
 }

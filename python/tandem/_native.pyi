@@ -1,10 +1,11 @@
 """Type stub for tandem's native extension."""
 
-from typing import Any, Callable, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 __version__: str
 
-def main(args: List[str], python: str) -> int:
+def main(args: list[str], python: str) -> int:
     """Runs the tandem master with ``args`` (no program name); returns the exit code."""
 
 def serve(app: Callable[..., Any], requests_fd: int, replies_fd: int) -> None:
@@ -17,5 +18,3 @@ class FileWrapper:
     def __iter__(self) -> Iterator[bytes]: ...
     def __next__(self) -> bytes: ...
     def close(self) -> None: ...
-
-def _unused(x: Optional[int]) -> None: ...

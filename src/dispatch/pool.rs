@@ -26,11 +26,7 @@ const REPLY_CHANNEL: usize = 16;
 pub enum Reply {
     Head(ResponseHead),
     Body(Bytes),
-    File {
-        file: std::fs::File,
-        offset: u64,
-        len: u64,
-    },
+    File { file: std::fs::File, offset: u64, len: u64 },
     End,
     Failed(DispatchError),
 }
@@ -80,6 +76,11 @@ pub struct Pool {
     /// gets a copy.
     worker_end: OwnedFd,
     queue: mpsc::UnboundedSender<Job>,
+    /// Jobs handed to the feeder task and not yet in the socket. While it
+    /// is zero, `submit` writes to the socket itself and saves a task hop.
+    queued_jobs: AtomicUsize,
+    /// The front's end of the shared request socket (non-blocking).
+    socket: Arc<AsyncFd<OwnedFd>>,
     pending: Mutex<HashMap<u64, Pending>>,
     /// Requests submitted but not yet taken by a worker.
     waiting: AtomicUsize,
@@ -96,18 +97,20 @@ impl Pool {
         // A deeper socket buffer lets more requests wait in the kernel, where
         // an idle worker picks them up without waking the front.
         let _ = sys::set_send_buffer(&front_end, 4 << 20);
-        let front_end = sys::async_fd(front_end)?;
+        let socket = Arc::new(sys::async_fd(front_end)?);
         let (queue, jobs) = mpsc::unbounded_channel();
         let pool = Arc::new(Pool {
             worker_end,
             queue,
+            queued_jobs: AtomicUsize::new(0),
+            socket: Arc::clone(&socket),
             pending: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             backlog,
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
         });
-        tokio::spawn(feed_queue(Arc::downgrade(&pool), front_end, jobs));
+        tokio::spawn(feed_queue(Arc::downgrade(&pool), socket, jobs));
         Ok(pool)
     }
 
@@ -118,11 +121,7 @@ impl Pool {
 
     /// Queues a request. The body descriptor, if any, is handed to the
     /// worker with it.
-    pub fn submit(
-        self: &Arc<Self>,
-        head: RequestHead,
-        body: Option<OwnedFd>,
-    ) -> Result<Call, DispatchError> {
+    pub fn submit(self: &Arc<Self>, head: RequestHead, body: Option<OwnedFd>) -> Result<Call, DispatchError> {
         let waiting = self.waiting.load(Ordering::Relaxed);
         if waiting >= self.backlog {
             return Err(DispatchError::QueueFull(waiting));
@@ -137,23 +136,35 @@ impl Pool {
         wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf)
             .map_err(|e| DispatchError::Internal(e.to_string()))?;
         let (tx, rx) = mpsc::channel(REPLY_CHANNEL);
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                id,
-                Pending {
-                    replies: tx,
-                    label,
-                    worker: None,
-                },
-            );
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let job = Job {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
             id,
-            frame: buf.freeze(),
-            body,
-        };
+            Pending {
+                replies: tx,
+                label,
+                worker: None,
+            },
+        );
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let frame = buf.freeze();
+        if self.queued_jobs.load(Ordering::Acquire) == 0 {
+            let fd = body.as_ref().map(|f| f.as_raw_fd());
+            match sys::send_with_fd(self.socket.get_ref(), &[IoSlice::new(&frame)], fd) {
+                Ok(_) => {
+                    return Ok(Call {
+                        id,
+                        replies: rx,
+                        pool: Arc::clone(self),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    self.fail(id, DispatchError::Internal(e.to_string()));
+                    return Err(DispatchError::Internal(format!("queueing request: {e}")));
+                }
+            }
+        }
+        self.queued_jobs.fetch_add(1, Ordering::AcqRel);
+        let job = Job { id, frame, body };
         if self.queue.send(job).is_err() {
             self.forget(id);
             return Err(DispatchError::Internal("request queue closed".into()));
@@ -257,14 +268,26 @@ impl Drop for Call {
     }
 }
 
+/// Counts a job out of `queued_jobs` however the feeder finishes with it.
+struct JobDone(std::sync::Weak<Pool>);
+
+impl Drop for JobDone {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.upgrade() {
+            pool.queued_jobs.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Moves queued requests into the shared socket, in order, waiting when the
 /// socket buffer is full.
 async fn feed_queue(
     pool: std::sync::Weak<Pool>,
-    socket: AsyncFd<OwnedFd>,
+    socket: Arc<AsyncFd<OwnedFd>>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     while let Some(job) = jobs.recv().await {
+        let done = JobDone(pool.clone());
         let fd = job.body.as_ref().map(|f| f.as_raw_fd());
         let result = loop {
             let mut ready = match socket.writable().await {
@@ -282,5 +305,6 @@ async fn feed_queue(
                 pool.fail(job.id, DispatchError::Internal(e.to_string()));
             }
         }
+        drop(done);
     }
 }

@@ -115,9 +115,7 @@ async fn pump(
                 },
                 Message::End => Reply::End,
                 Message::Error(text) => Reply::Failed(DispatchError::App(text)),
-                Message::Request(_) => {
-                    return LinkEnd::Broken("worker sent a request frame".into())
-                }
+                Message::Request(_) => return LinkEnd::Broken("worker sent a request frame".into()),
             };
             let last = matches!(reply, Reply::End | Reply::Failed(_));
             let Some(slot) = running.get_mut(&id) else {

@@ -90,12 +90,7 @@ impl Front {
         let body = if head_only {
             ResponseBody::empty()
         } else {
-            match response::body(
-                call,
-                app_head.streaming,
-                self.config.response_buffer,
-                label.clone(),
-            ) {
+            match response::body(call, app_head.streaming, self.config.response_buffer, label.clone()) {
                 Ok(body) => body,
                 Err(err) => return Ok(failure(&label, err)),
             }
@@ -125,10 +120,7 @@ impl Front {
         for (name, value) in &parts.headers {
             // Underscored names would alias dashed ones in the environ
             // (X_Forwarded_For vs X-Forwarded-For); drop them, as nginx does.
-            if name.as_str().contains('_')
-                || name == header::TRANSFER_ENCODING
-                || name == header::CONTENT_LENGTH
-            {
+            if name.as_str().contains('_') || name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
                 continue;
             }
             headers.push((
@@ -139,10 +131,7 @@ impl Front {
         // The body has been read in full, so its length is known even if the
         // client sent it chunked.
         if body_len > 0 || declared_length(&parts.headers).is_some() {
-            headers.push((
-                Bytes::from_static(b"content-length"),
-                Bytes::from(body_len.to_string()),
-            ));
+            headers.push((Bytes::from_static(b"content-length"), Bytes::from(body_len.to_string())));
         }
         let (body, fd) = body.into_wire()?;
         let head = RequestHead {
@@ -170,13 +159,7 @@ impl Front {
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn default_port(scheme: Scheme) -> u16 {
@@ -205,10 +188,7 @@ fn split_host(host: &[u8]) -> Option<(Bytes, Option<u16>)> {
         Some(p) => Some(p.parse().ok()?),
         None => None,
     };
-    Some((
-        Bytes::copy_from_slice(name.to_ascii_lowercase().as_bytes()),
-        port,
-    ))
+    Some((Bytes::copy_from_slice(name.to_ascii_lowercase().as_bytes()), port))
 }
 
 /// Logs why a request failed and builds the response the client gets.
@@ -230,16 +210,14 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
     );
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(text))));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         // The body was not read; the connection can't carry another request.
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
     response
 }
@@ -250,15 +228,9 @@ mod tests {
 
     #[test]
     fn host_forms() {
-        assert_eq!(
-            split_host(b"Example.com"),
-            Some((Bytes::from("example.com"), None))
-        );
+        assert_eq!(split_host(b"Example.com"), Some((Bytes::from("example.com"), None)));
         assert_eq!(split_host(b"a:81"), Some((Bytes::from("a"), Some(81))));
-        assert_eq!(
-            split_host(b"[::1]:8000"),
-            Some((Bytes::from("::1"), Some(8000)))
-        );
+        assert_eq!(split_host(b"[::1]:8000"), Some((Bytes::from("::1"), Some(8000))));
         assert_eq!(split_host(b"[::1]"), Some((Bytes::from("::1"), None)));
         assert_eq!(split_host(b"a:notaport"), None);
         assert_eq!(split_host(b""), None);

@@ -78,10 +78,7 @@ fn bind(bind: &Bind) -> anyhow::Result<Listener> {
             if path.exists() {
                 // A live server answers on it; a stale file from a crash doesn't.
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                    bail!(
-                        "address already in use (another server answers on {})",
-                        path.display()
-                    );
+                    bail!("address already in use (another server answers on {})", path.display());
                 }
                 std::fs::remove_file(path).context("removing stale socket file")?;
             }
@@ -126,12 +123,7 @@ async fn accept_loop(listener: Listener, front: Arc<Front>, mut stop: watch::Rec
         };
         match accepted {
             Ok((io, peer)) => {
-                tokio::spawn(serve_connection(
-                    io,
-                    Arc::new(peer),
-                    Arc::clone(&front),
-                    stop.clone(),
-                ));
+                tokio::spawn(serve_connection(io, Arc::new(peer), Arc::clone(&front), stop.clone()));
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.

@@ -43,11 +43,7 @@ impl BodyError {
 }
 
 /// Reads `body` to its end.
-pub async fn read(
-    mut body: Incoming,
-    max: u64,
-    spill_above: usize,
-) -> Result<RequestBody, BodyError> {
+pub async fn read(mut body: Incoming, max: u64, spill_above: usize) -> Result<RequestBody, BodyError> {
     let mut mem = BytesMut::new();
     let mut first: Option<Bytes> = None;
     let mut spill: Option<(tokio::fs::File, u64)> = None;
@@ -109,19 +105,12 @@ impl RequestBody {
     /// descriptor (a memfd for an in-memory body, the spill file otherwise).
     pub fn into_wire(self) -> std::io::Result<(BodyRef, Option<OwnedFd>)> {
         match self {
-            RequestBody::Mem(data) if data.len() <= INLINE_BODY_MAX => {
-                Ok((BodyRef::Inline(data), None))
-            }
+            RequestBody::Mem(data) if data.len() <= INLINE_BODY_MAX => Ok((BodyRef::Inline(data), None)),
             RequestBody::Mem(data) => {
                 let mut file = crate::sys::memfd(c"tandem-body")?;
                 file.write_all(&data)?;
                 file.rewind()?;
-                Ok((
-                    BodyRef::Fd {
-                        len: data.len() as u64,
-                    },
-                    Some(file.into()),
-                ))
+                Ok((BodyRef::Fd { len: data.len() as u64 }, Some(file.into())))
             }
             RequestBody::File { file, len } => Ok((BodyRef::Fd { len }, Some(file.into()))),
         }

@@ -50,12 +50,8 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
-            ResponseBody::Full(data) => {
-                Poll::Ready(data.take().map(|d| Ok(http_body::Frame::data(d))))
-            }
-            ResponseBody::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|item| item.map(|r| r.map(http_body::Frame::data))),
+            ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(http_body::Frame::data(d)))),
+            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|item| item.map(|r| r.map(http_body::Frame::data))),
         }
     }
 
@@ -65,9 +61,7 @@ impl http_body::Body for ResponseBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            ResponseBody::Full(data) => {
-                http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseBody::Full(data) => http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ResponseBody::Stream(_) => http_body::SizeHint::default(),
         }
     }
@@ -98,16 +92,14 @@ pub struct AppHead {
 /// Converts the app's head into an HTTP response head. Fails with the
 /// name of the offending part if it can't be sent as it is.
 pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
-    let status =
-        StatusCode::from_u16(head.status).map_err(|_| format!("invalid status {}", head.status))?;
+    let status = StatusCode::from_u16(head.status).map_err(|_| format!("invalid status {}", head.status))?;
     let mut response = Response::builder().status(status);
     let mut streaming = false;
     let headers = response.headers_mut().expect("fresh builder has headers");
     for (name, value) in head.headers {
         let name = HeaderName::from_bytes(&name)
             .map_err(|_| format!("invalid header name {:?}", String::from_utf8_lossy(&name)))?;
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| format!("invalid value for header {name}"))?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| format!("invalid value for header {name}"))?;
         if name.as_str() == "x-accel-buffering" {
             streaming = value.as_bytes().eq_ignore_ascii_case(b"no");
         }
@@ -116,10 +108,7 @@ pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
         }
         headers.append(name, value);
     }
-    Ok(AppHead {
-        response,
-        streaming,
-    })
+    Ok(AppHead { response, streaming })
 }
 
 /// Builds the body that follows the head. If the whole body has already
@@ -144,9 +133,7 @@ pub fn body(
             }
             Some(Reply::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
             Some(Reply::Failed(err)) => return Err(err),
-            Some(Reply::Head(_)) => {
-                return Err(DispatchError::Internal("second response head".into()))
-            }
+            Some(Reply::Head(_)) => return Err(DispatchError::Internal("second response head".into())),
             Some(Reply::File { file, offset, len }) => {
                 let mut spool = Spool::new(memory_limit);
                 spool.queue.extend(pieces.into_iter().map(Segment::Mem));

@@ -38,18 +38,9 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 
 enum Event {
-    Ready {
-        pid: u32,
-        version: u16,
-    },
-    Exited {
-        pid: u32,
-        status: Option<ExitStatus>,
-    },
-    Broken {
-        pid: u32,
-        why: String,
-    },
+    Ready { pid: u32, version: u16 },
+    Exited { pid: u32, status: Option<ExitStatus> },
+    Broken { pid: u32, why: String },
     Respawn,
 }
 
@@ -80,10 +71,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
     let listeners = front::bind_all(&config.binds)?;
-    let socket_files: Vec<_> = listeners
-        .iter()
-        .filter_map(|l| l.owned_path().cloned())
-        .collect();
+    let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut sup = Supervisor {
@@ -168,10 +156,7 @@ impl Supervisor {
     async fn boot(&mut self) -> Option<i32> {
         for _ in 0..self.config.workers {
             if let Err(e) = self.spawn_worker() {
-                tracing::error!(
-                    "cannot start a worker with {}: {e}",
-                    self.config.app.python.display()
-                );
+                tracing::error!("cannot start a worker with {}: {e}", self.config.app.python.display());
                 return Some(WORKER_BOOT_ERROR);
             }
         }
@@ -217,9 +202,7 @@ impl Supervisor {
         let events = self.events_tx.clone();
         let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
-            if let LinkEnd::Broken(why) =
-                dispatch::read_replies(pool, link, started.replies, ready_tx).await
-            {
+            if let LinkEnd::Broken(why) = dispatch::read_replies(pool, link, started.replies, ready_tx).await {
                 let _ = events.send(Event::Broken { pid, why });
             }
         });
@@ -258,10 +241,7 @@ impl Supervisor {
                     return;
                 }
                 if let Some(w) = self.workers.get_mut(&pid) {
-                    tracing::info!(
-                        "worker {pid} ready in {} ms",
-                        w.started.elapsed().as_millis()
-                    );
+                    tracing::info!("worker {pid} ready in {} ms", w.started.elapsed().as_millis());
                     w.state = State::Ready;
                 }
             }
@@ -287,9 +267,7 @@ impl Supervisor {
                 // 0 s, then 0.1 s doubling to 10 s while workers keep dying young.
                 let delay = match self.quick_deaths {
                     0 | 1 => Duration::ZERO,
-                    n => {
-                        Duration::from_millis(100u64 << (n - 2).min(7)).min(Duration::from_secs(10))
-                    }
+                    n => Duration::from_millis(100u64 << (n - 2).min(7)).min(Duration::from_secs(10)),
                 };
                 if delay.is_zero() {
                     self.respawn();

@@ -7,8 +7,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
-    BodyRef, Frame, Message, RequestHead, ResponseHead, Scheme, FRAME_HEADER, LEN_PREFIX,
-    MAX_FRAME, MAX_HEADERS,
+    BodyRef, Frame, Message, RequestHead, ResponseHead, Scheme, FRAME_HEADER, LEN_PREFIX, MAX_FRAME, MAX_HEADERS,
 };
 
 /// A frame that breaks the protocol. The peer that sent it is not to be
@@ -293,10 +292,7 @@ mod tests {
             server_port: 443,
             script_name: Bytes::new(),
             headers: vec![
-                (
-                    Bytes::from_static(b"host"),
-                    Bytes::from_static(b"example.com"),
-                ),
+                (Bytes::from_static(b"host"), Bytes::from_static(b"example.com")),
                 (Bytes::from_static(b"x-a"), Bytes::from_static(b"1")),
             ],
             body: BodyRef::Inline(Bytes::from_static(b"hello")),
@@ -313,13 +309,7 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        round_trip(Frame::new(
-            0,
-            Message::Ready {
-                version: 1,
-                pid: 42,
-            },
-        ));
+        round_trip(Frame::new(0, Message::Ready { version: 1, pid: 42 }));
         round_trip(Frame::new(7, Message::Request(Box::new(sample_request()))));
         round_trip(Frame::new(7, Message::Took));
         round_trip(Frame::new(
@@ -327,10 +317,7 @@ mod tests {
             Message::ResponseHead(ResponseHead {
                 status: 200,
                 reason: Bytes::from_static(b"OK"),
-                headers: vec![(
-                    Bytes::from_static(b"Content-Type"),
-                    Bytes::from_static(b"text/plain"),
-                )],
+                headers: vec![(Bytes::from_static(b"Content-Type"), Bytes::from_static(b"text/plain"))],
             }),
         ));
         round_trip(Frame::new(7, Message::Body(Bytes::from_static(b"abc"))));
@@ -348,11 +335,7 @@ mod tests {
     #[test]
     fn partial_input_waits_for_more() {
         let mut whole = BytesMut::new();
-        encode(
-            &Frame::new(3, Message::Body(Bytes::from_static(b"xyz"))),
-            &mut whole,
-        )
-        .unwrap();
+        encode(&Frame::new(3, Message::Body(Bytes::from_static(b"xyz"))), &mut whole).unwrap();
         for cut in 0..whole.len() {
             let mut part = BytesMut::from(&whole[..cut]);
             assert_eq!(decode(&mut part), Ok(None), "cut at {cut}");
@@ -391,11 +374,7 @@ mod tests {
     #[test]
     fn field_length_past_the_frame_is_refused() {
         let mut buf = BytesMut::new();
-        encode(
-            &Frame::new(1, Message::Request(Box::new(sample_request()))),
-            &mut buf,
-        )
-        .unwrap();
+        encode(&Frame::new(1, Message::Request(Box::new(sample_request()))), &mut buf).unwrap();
         // Corrupt the method length (first payload field) to claim 1000 bytes.
         let at = LEN_PREFIX + FRAME_HEADER;
         buf[at..at + 4].copy_from_slice(&1000u32.to_le_bytes());

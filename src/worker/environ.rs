@@ -76,15 +76,9 @@ pub fn build<'py>(
     };
     set(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     set(intern!(py, "SERVER_NAME"), &head.server_name)?;
-    set(
-        intern!(py, "SERVER_PORT"),
-        head.server_port.to_string().as_bytes(),
-    )?;
+    set(intern!(py, "SERVER_PORT"), head.server_port.to_string().as_bytes())?;
     set(intern!(py, "REMOTE_ADDR"), &head.remote_addr)?;
-    set(
-        intern!(py, "REMOTE_PORT"),
-        head.remote_port.to_string().as_bytes(),
-    )?;
+    set(intern!(py, "REMOTE_PORT"), head.remote_port.to_string().as_bytes())?;
 
     for (name, value) in &head.headers {
         let key = match name.as_ref() {
@@ -93,13 +87,10 @@ pub fn build<'py>(
             _ => {
                 let mut key = Vec::with_capacity(name.len() + 5);
                 key.extend_from_slice(b"HTTP_");
-                key.extend(name.iter().map(|&b| {
-                    if b == b'-' {
-                        b'_'
-                    } else {
-                        b.to_ascii_uppercase()
-                    }
-                }));
+                key.extend(
+                    name.iter()
+                        .map(|&b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }),
+                );
                 latin1(py, &key)
             }
         };
@@ -107,16 +98,8 @@ pub fn build<'py>(
             // Repeated fields are one field whose values are joined
             // (RFC 9110 §5.3); cookies are joined the way browsers send them.
             Some(existing) => {
-                let sep = if name.as_ref() == b"cookie" {
-                    "; "
-                } else {
-                    ", "
-                };
-                let joined = format!(
-                    "{}{sep}{}",
-                    existing.extract::<String>()?,
-                    latin1(py, value).to_str()?
-                );
+                let sep = if name.as_ref() == b"cookie" { "; " } else { ", " };
+                let joined = format!("{}{sep}{}", existing.extract::<String>()?, latin1(py, value).to_str()?);
                 env.set_item(key, joined)?;
             }
             None => env.set_item(key, latin1(py, value))?,
@@ -125,9 +108,7 @@ pub fn build<'py>(
 
     let input = match (&head.body, body_fd) {
         (BodyRef::Fd { .. }, Some(fd)) => shared.open.call1(py, (fd.into_raw_fd(), "rb"))?,
-        (BodyRef::Inline(data), _) => shared
-            .bytes_io
-            .call1(py, (pyo3::types::PyBytes::new(py, data),))?,
+        (BodyRef::Inline(data), _) => shared.bytes_io.call1(py, (pyo3::types::PyBytes::new(py, data),))?,
         (BodyRef::Fd { .. }, None) => {
             return Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "request body descriptor missing",
@@ -144,16 +125,10 @@ pub fn build<'py>(
         },
     )?;
     env.set_item(intern!(py, "wsgi.errors"), shared.errors.bind(py))?;
-    env.set_item(
-        intern!(py, "wsgi.multithread"),
-        PyBool::new(py, multithread),
-    )?;
+    env.set_item(intern!(py, "wsgi.multithread"), PyBool::new(py, multithread))?;
     env.set_item(intern!(py, "wsgi.multiprocess"), PyBool::new(py, true))?;
     env.set_item(intern!(py, "wsgi.run_once"), PyBool::new(py, false))?;
     env.set_item(intern!(py, "wsgi.input_terminated"), PyBool::new(py, true))?;
-    env.set_item(
-        intern!(py, "wsgi.file_wrapper"),
-        shared.file_wrapper.bind(py),
-    )?;
+    env.set_item(intern!(py, "wsgi.file_wrapper"), shared.file_wrapper.bind(py))?;
     Ok(env)
 }

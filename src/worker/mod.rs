@@ -65,16 +65,9 @@ impl FileWrapper {
 ///
 /// Runs the worker loop until the front closes the request queue.
 #[pyfunction]
-pub fn serve(
-    py: Python<'_>,
-    app: Bound<'_, PyAny>,
-    requests_fd: i32,
-    replies_fd: i32,
-) -> PyResult<()> {
-    let requests =
-        sys::adopt(requests_fd).map_err(|e| PyOSError::new_err(format!("requests fd: {e}")))?;
-    let replies =
-        sys::adopt(replies_fd).map_err(|e| PyOSError::new_err(format!("replies fd: {e}")))?;
+pub fn serve(py: Python<'_>, app: Bound<'_, PyAny>, requests_fd: i32, replies_fd: i32) -> PyResult<()> {
+    let requests = sys::adopt(requests_fd).map_err(|e| PyOSError::new_err(format!("requests fd: {e}")))?;
+    let replies = sys::adopt(replies_fd).map_err(|e| PyOSError::new_err(format!("replies fd: {e}")))?;
     sys::set_nonblocking(&requests, false)?;
     sys::set_nonblocking(&replies, false)?;
     let sink = Arc::new(Mutex::new(Sink::new(replies)));
@@ -157,10 +150,7 @@ fn handle(
             String::from_utf8_lossy(&head.method),
             String::from_utf8_lossy(&head.path)
         );
-        eprintln!(
-            "[tandem worker {}] error handling request {label}:",
-            std::process::id()
-        );
+        eprintln!("[tandem worker {}] error handling request {label}:", std::process::id());
         err.display(py);
         let summary = err.to_string();
         responder.fail(py, summary)?;
@@ -170,11 +160,7 @@ fn handle(
 
 /// Sends what the app returned: a file straight from its descriptor when
 /// possible, otherwise each item of the iterable.
-fn send_result(
-    py: Python<'_>,
-    responder: &Bound<'_, Responder>,
-    result: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+fn send_result(py: Python<'_>, responder: &Bound<'_, Responder>, result: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(wrapper) = result.downcast::<FileWrapper>() {
         if let Some((file, offset, len)) = file_of(py, &wrapper.borrow().filelike) {
             return responder.borrow_mut().send_file(py, file, offset, len);
@@ -183,11 +169,7 @@ fn send_result(
     for item in result.try_iter()? {
         let item = item?;
         let data = item.downcast::<PyBytes>().map_err(|_| {
-            let kind = item
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
+            let kind = item.get_type().name().map(|n| n.to_string()).unwrap_or_default();
             PyTypeError::new_err(format!("the app's iterable yielded {kind}, not bytes"))
         })?;
         responder.borrow_mut().write_body(py, data.as_bytes())?;

@@ -55,25 +55,13 @@ impl Sink {
     }
 
     /// Writes out what is queued, then a `File` frame with `file` attached.
-    pub fn send_file(
-        &mut self,
-        py: Python<'_>,
-        id: u64,
-        file: OwnedFd,
-        offset: u64,
-        len: u64,
-    ) -> std::io::Result<()> {
+    pub fn send_file(&mut self, py: Python<'_>, id: u64, file: OwnedFd, offset: u64, len: u64) -> std::io::Result<()> {
         self.flush(py)?;
         let mut frame = BytesMut::new();
-        wire::encode(&Frame::new(id, Message::File { offset, len }), &mut frame)
-            .map_err(std::io::Error::other)?;
+        wire::encode(&Frame::new(id, Message::File { offset, len }), &mut frame).map_err(std::io::Error::other)?;
         let stream = &self.stream;
         py.allow_threads(|| {
-            let mut sent = crate::sys::send_with_fd(
-                stream,
-                &[std::io::IoSlice::new(&frame)],
-                Some(file.as_raw_fd()),
-            )?;
+            let mut sent = crate::sys::send_with_fd(stream, &[std::io::IoSlice::new(&frame)], Some(file.as_raw_fd()))?;
             // The descriptor went with the first byte; the rest is plain data.
             while sent < frame.len() {
                 sent += (&*stream).write(&frame[sent..])?;
@@ -184,13 +172,7 @@ impl Responder {
     }
 
     /// Sends `len` bytes of an open file from `offset` (file_wrapper).
-    pub fn send_file(
-        &mut self,
-        py: Python<'_>,
-        file: OwnedFd,
-        offset: u64,
-        mut len: u64,
-    ) -> PyResult<()> {
+    pub fn send_file(&mut self, py: Python<'_>, file: OwnedFd, offset: u64, mut len: u64) -> PyResult<()> {
         self.send_head()?;
         if !self.body_allowed() {
             return Ok(());
@@ -212,8 +194,7 @@ impl Responder {
     pub fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
         self.send_head()?;
         let id = self.id;
-        let short =
-            self.body_allowed() && self.content_length.is_some_and(|cl| self.body_sent < cl);
+        let short = self.body_allowed() && self.content_length.is_some_and(|cl| self.body_sent < cl);
         let mut sink = self.sink();
         if short {
             // The client was promised more bytes than the app produced; the
@@ -279,19 +260,16 @@ impl Responder {
             let mut streaming = false;
             for item in headers.try_iter()? {
                 let item = item?;
-                let (name, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
-                    item.extract().map_err(|_| {
-                        PyTypeError::new_err("each response header must be a (name, value) tuple")
-                    })?;
+                let (name, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item
+                    .extract()
+                    .map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
                 let name = latin1_bytes(&name, "header name")?;
                 let value = latin1_bytes(&value, "header value")?;
                 check_header(&name, &value)?;
                 if name.eq_ignore_ascii_case(b"content-length") {
                     let text = std::str::from_utf8(&value).unwrap_or("");
                     content_length = Some(text.trim().parse::<u64>().map_err(|_| {
-                        PyValueError::new_err(format!(
-                            "invalid Content-Length response header {text:?}"
-                        ))
+                        PyValueError::new_err(format!("invalid Content-Length response header {text:?}"))
                     })?);
                 }
                 if name.eq_ignore_ascii_case(b"x-accel-buffering") {
@@ -317,8 +295,7 @@ impl Responder {
 }
 
 fn parse_status(status: &str) -> PyResult<(u16, Bytes)> {
-    let bad =
-        || PyValueError::new_err(format!("invalid status {status:?}: expected like '200 OK'"));
+    let bad = || PyValueError::new_err(format!("invalid status {status:?}: expected like '200 OK'"));
     let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
     if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -338,23 +315,14 @@ fn latin1_bytes(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     let text = value.downcast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
             "response {what} must be a str, got {}",
-            value
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
         ))
     })?;
     text.to_str()?
         .chars()
         .map(|c| u8::try_from(c as u32))
         .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| {
-            PyValueError::new_err(format!(
-                "response {what} {:?} is not latin-1",
-                text.to_string()
-            ))
-        })
+        .map_err(|_| PyValueError::new_err(format!("response {what} {:?} is not latin-1", text.to_string())))
 }
 
 /// Refuses header names that are not HTTP tokens and values that could
@@ -362,9 +330,7 @@ fn latin1_bytes(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
 fn check_header(name: &[u8], value: &[u8]) -> PyResult<()> {
     let shown = String::from_utf8_lossy(name);
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-        return Err(PyValueError::new_err(format!(
-            "invalid response header name {shown:?}"
-        )));
+        return Err(PyValueError::new_err(format!("invalid response header name {shown:?}")));
     }
     if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(PyValueError::new_err(format!(
@@ -389,21 +355,10 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(
-            parse_status("200 OK").unwrap(),
-            (200, Bytes::from_static(b"OK"))
-        );
+        assert_eq!(parse_status("200 OK").unwrap(), (200, Bytes::from_static(b"OK")));
         assert_eq!(parse_status("404 Not Found").unwrap().0, 404);
         assert_eq!(parse_status("204").unwrap(), (204, Bytes::new()));
-        for bad in [
-            "",
-            "OK",
-            "20 OK",
-            "2000 OK",
-            "abc OK",
-            "200 OK\r\nX: y",
-            "099 Low",
-        ] {
+        for bad in ["", "OK", "20 OK", "2000 OK", "abc OK", "200 OK\r\nX: y", "099 Low"] {
             assert!(parse_status(bad).is_err(), "{bad:?}");
         }
     }
