@@ -168,11 +168,12 @@ impl Config {
                 if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                     return Ok(Invocation::Print(err.render().to_string()));
                 }
-                // clap explains over several lines; keep the first, which
-                // names the problem.
+                // clap explains over several lines; keep the explanation
+                // (not the usage and tips) on one line.
                 let text = err.render().to_string();
-                let first = text.lines().next().unwrap_or("invalid arguments");
-                let first = first.strip_prefix("error: ").unwrap_or(first);
+                let explanation = text.split("\n\n").next().unwrap_or("invalid arguments");
+                let joined = explanation.split_whitespace().collect::<Vec<_>>().join(" ");
+                let first = joined.strip_prefix("error: ").unwrap_or(&joined);
                 return Err(ConfigError(format!("{first} (see 'tandem --help')")));
             }
         };

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Compare tandem with its peers under the same load, in alternating rounds.
+
+For each round, for each scenario, for each server: start the server on
+127.0.0.1 with the same worker count, wait until it answers correctly, warm up
+with a short wrk run, measure with wrk, stop the server (its own process group,
+and nothing else). Medians over the rounds go into a markdown table, printed
+and written to bench/results/.
+
+Servers and scenarios are the two tables below (SERVERS, SCENARIOS): adding
+one is adding an entry. The machinery is in bench/harness/. Standard library
+only; run it with bench/.venv's python after `bash bench/setup.sh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from harness import BenchFailed, cpu, report, wrk
+from harness.process import Running, first_line_of, free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+APPS_DIR = BENCH_DIR / "apps"
+RESULTS_DIR = BENCH_DIR / "results"
+VENV_BIN = BENCH_DIR / ".venv" / "bin"
+
+HOST = "127.0.0.1"  # every server binds here and wrk targets only here
+START_TIMEOUT = 30.0  # seconds for a server to answer its first request
+STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
+WARMUP_SECONDS = 1
+RATIO_BASELINES = ["gunicorn", "granian"]  # a "× NAME" column for each one in the run
+
+
+# --- scenarios -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    app: str  # MODULE:CALLABLE, importable from cwd
+    expect_body: bytes  # what a correct answer carries (checked before measuring)
+    path: str = "/"  # the URL path wrk requests
+    cwd: Path = APPS_DIR
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            name="hello",
+            description="hello-world WSGI app, 14-byte text/plain body",
+            app="hello:app",
+            expect_body=b"Hello, world!\n",
+        ),
+    ]
+}
+
+
+# --- servers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    # (scenario, workers, port) -> argv; the server runs with cwd=scenario.cwd
+    command: Callable[[Scenario, int, int], list[str]]
+    version: list[str]  # argv that prints the version
+
+
+def venv(exe: str) -> str:
+    return str(VENV_BIN / exe)
+
+
+def tandem(sc: Scenario, workers: int, port: int) -> list[str]:
+    return [venv("tandem"), sc.app, "-w", str(workers), "-b", f"{HOST}:{port}"]
+
+
+def gunicorn(sc: Scenario, workers: int, port: int) -> list[str]:
+    # sync workers, gunicorn's default
+    return [venv("gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}", sc.app]
+
+
+def granian(sc: Scenario, workers: int, port: int) -> list[str]:
+    argv = [venv("granian"), "--interface", "wsgi", "--workers", str(workers)]
+    return argv + ["--host", HOST, "--port", str(port), sc.app]
+
+
+SERVERS: dict[str, Server] = {
+    s.name: s
+    for s in [
+        Server("tandem", tandem, [venv("tandem"), "--version"]),
+        Server("gunicorn", gunicorn, [venv("gunicorn"), "--version"]),
+        Server("granian", granian, [venv("granian"), "--version"]),
+    ]
+}
+
+
+# --- one measurement -------------------------------------------------------------
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Variables the servers read that would change what is being compared.
+    for key in list(env):
+        if key in ("PORT", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS") or key.startswith("GRANIAN_"):
+            del env[key]
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkResult:
+    port = free_port(HOST)
+    url = f"http://{HOST}:{port}{sc.path}"
+    argv = server.command(sc, args.workers, port)
+    log = log_dir / f"{server.name}-{sc.name}-{port}.log"
+    running = Running(server.name, argv, sc.cwd, server_env(), log)
+    try:
+        running.wait_ready(url, sc.expect_body, START_TIMEOUT)
+        wrk.run(url, WARMUP_SECONDS, args.connections, args.threads)
+        before = cpu.snapshot(running.pgid)
+        result, text = wrk.run(url, args.duration, args.connections, args.threads)
+        result.cpu = cpu.use(before, cpu.snapshot(running.pgid))
+        raw.write(f"### {server.name} {sc.name}\n$ {' '.join(argv)}\n{text}\n")
+        running.check_alive()
+        return result
+    finally:
+        running.stop(STOP_TIMEOUT)
+
+
+# --- the run ---------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="2 rounds of 4 s (unless given)")
+    p.add_argument("--rounds", type=int, help="alternating rounds (default 3)")
+    p.add_argument("--duration", type=int, help="seconds per measurement (default 10)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="workers per server (default 2)")
+    for name, table in (("servers", SERVERS), ("scenarios", SCENARIOS)):
+        help = "comma-separated subset of: " + ", ".join(table)
+        p.add_argument(f"--{name}", default=",".join(table), help=help)
+    p.add_argument("--out", type=Path, help="markdown file (default bench/results/DATE-NAMES.md)")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.duration = args.duration or (4 if args.quick else 10)
+    for attr, table in (("servers", SERVERS), ("scenarios", SCENARIOS)):
+        names = [n.strip() for n in getattr(args, attr).split(",") if n.strip()]
+        unknown = [n for n in names if n not in table]
+        if unknown or not names:
+            p.error(
+                f"--{attr}: unknown {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(table)}"
+            )
+        setattr(args, attr, names)
+    if min(args.rounds, args.duration, args.connections, args.threads, args.workers) < 1:
+        p.error("--rounds, --duration, --connections, --threads and --workers must be ≥ 1")
+    return args
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk not found: run `bash bench/setup.sh` first")
+    for srv in args.servers:
+        exe = SERVERS[srv].version[0]
+        if not os.access(exe, os.X_OK):
+            sys.exit(f"bench: {exe} not found: run `bash bench/setup.sh` first")
+
+    started = dt.datetime.now(dt.timezone.utc)
+    machine = report.machine_info()
+    versions = [first_line_of(SERVERS[srv].version) for srv in args.servers]
+    each = WARMUP_SECONDS + args.duration + 3
+    total = args.rounds * len(args.scenarios) * len(args.servers) * each
+    say(
+        f"{args.rounds} rounds × {len(args.scenarios)} scenarios × {len(args.servers)} "
+        f"servers, about {total // 60} min {total % 60} s; load {machine['load']}, "
+        f"CPUs {machine['busy']} busy"
+    )
+    if machine["warning"]:
+        say(f"warning: {machine['warning']}")
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stem = f"{started:%Y-%m-%d}-{'-'.join(args.scenarios)}" + ("-quick" if args.quick else "")
+    out_path = args.out or RESULTS_DIR / f"{stem}.md"
+    raw_path = out_path.with_suffix(".raw")
+
+    rounds: list[report.Round] = []
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp, open(raw_path, "w") as raw:
+        for n in range(1, args.rounds + 1):
+            for sc in args.scenarios:
+                for srv in args.servers:
+                    r = report.Round(n, sc, srv)
+                    try:
+                        r.result = measure(SERVERS[srv], SCENARIOS[sc], args, Path(tmp), raw)
+                    except (BenchFailed, OSError, subprocess.TimeoutExpired) as e:
+                        r.error = str(e) or e.__class__.__name__
+                    rounds.append(r)
+                    say(f"round {n}/{args.rounds} {sc} {srv}: {report.one_line(r)}")
+
+    text = report.markdown(
+        rounds,
+        settings=(
+            f"{args.workers} workers per server; wrk {args.threads} threads, "
+            f"{args.connections} connections, {args.duration} s per measurement after a "
+            f"{WARMUP_SECONDS} s warm-up; {args.rounds} alternating rounds; all on {HOST}."
+        ),
+        scenarios=[(sc, SCENARIOS[sc].description) for sc in args.scenarios],
+        servers=args.servers,
+        baselines=RATIO_BASELINES,
+        machine=machine,
+        versions=versions,
+        started=started,
+        load_after=report.load_average(),
+    )
+    out_path.write_text(text)
+    print(text)
+    say(f"wrote {out_path} (raw wrk output in {raw_path})")
+    return 0 if all(r.result for r in rounds) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
