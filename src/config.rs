@@ -295,7 +295,14 @@ pub fn parse_bind(text: &str) -> Result<Bind, ConfigError> {
     if host.is_empty() {
         return Ok(Bind::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| bad("unclosed '[' in IPv6 address"))?,
+        None if host.contains(':') => return Err(bad("IPv6 addresses go in brackets, like [::1]:8000")),
+        None if host.contains(']') => return Err(bad("stray ']'")),
+        None => host,
+    };
     let mut addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| bad(&format!("cannot resolve host: {e}")))?;
@@ -334,7 +341,17 @@ mod tests {
 
     #[test]
     fn bad_binds_name_the_problem() {
-        for bad in ["nope", "1.2.3.4:99999", "unix:", "fd://x", "host:port"] {
+        for bad in [
+            "nope",
+            "1.2.3.4:99999",
+            "unix:",
+            "fd://x",
+            "host:port",
+            "[::1:0",
+            "[::1:80",
+            "::1:80",
+            "a]:1",
+        ] {
             let msg = parse_bind(bad).unwrap_err().to_string();
             assert!(msg.contains(bad), "{msg}");
         }

@@ -188,7 +188,6 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(60))
         .keep_alive(true)
-        .pipeline_flush(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
     let result = tokio::select! {
