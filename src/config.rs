@@ -68,6 +68,16 @@ pub struct Config {
     pub log_level: tracing::Level,
     /// Threads of the front's async runtime.
     pub front_threads: usize,
+    /// Requests each worker holds at once, one per Python thread.
+    pub threads: usize,
+    /// A worker retires after this many requests (plus up to
+    /// `max_requests_jitter`); 0 never.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// A worker retires once its resident memory passes this (bytes); 0 never.
+    pub max_worker_memory: u64,
+    /// Reload workers when the app's Python files change.
+    pub reload: bool,
 }
 
 const ABOUT: &str = "Serve a Python WSGI application: a Rust front (HTTP, buffering) \
@@ -118,6 +128,32 @@ struct Cli {
     /// On TERM, how long to wait for in-flight requests before stopping anyway.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     graceful_timeout: u64,
+
+    /// Threads per worker: each worker serves this many requests at once
+    /// (like gunicorn's gthread workers). The dispatcher counts a worker as
+    /// this many slots.
+    #[arg(long, value_name = "INT", default_value_t = 1)]
+    threads: usize,
+
+    /// Retire a worker after it has served this many requests (it finishes
+    /// the current one first; a new worker takes its place). 0 disables.
+    #[arg(long, value_name = "INT", default_value_t = 0)]
+    max_requests: u64,
+
+    /// Add a random 0..=N to each worker's --max-requests, so workers don't
+    /// all retire at once.
+    #[arg(long, value_name = "INT", default_value_t = 0)]
+    max_requests_jitter: u64,
+
+    /// Retire a worker whose resident memory grows past this many megabytes,
+    /// after the request that took it there. 0 disables.
+    #[arg(long, value_name = "MB", default_value_t = 0)]
+    max_worker_memory: u64,
+
+    /// Development: reload the workers when a Python file under the app's
+    /// directory (or --pythonpath) changes.
+    #[arg(long)]
+    reload: bool,
 
     /// Switch to this directory before loading the app.
     #[arg(long, value_name = "DIR")]
@@ -211,6 +247,9 @@ impl Cli {
         if workers == 0 {
             return err("--workers must be at least 1".into());
         }
+        if self.threads == 0 {
+            return err("--threads must be at least 1".into());
+        }
         let env = self
             .env
             .iter()
@@ -265,6 +304,11 @@ impl Cli {
             chdir: self.chdir,
             log_level,
             front_threads: self.front_threads.unwrap_or(cores).max(1),
+            threads: self.threads,
+            max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
+            max_worker_memory: self.max_worker_memory.saturating_mul(1024 * 1024),
+            reload: self.reload,
         })
     }
 }

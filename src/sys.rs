@@ -214,6 +214,73 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
 }
 
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_stop(_: libc::c_int) {
+    STOP_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes SIGTERM set a flag (read with [`stop_requested`]) instead of
+/// killing the process, and interrupt blocking calls (no `SA_RESTART`).
+pub fn catch_stop_signal() -> io::Result<()> {
+    // SAFETY: sigaction is zeroable plain data; the handler only stores to
+    // an atomic, which is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = mem::zeroed();
+        action.sa_sigaction = note_stop as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGTERM arrived since [`catch_stop_signal`].
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Bounds how long a blocking receive on `fd` waits.
+pub fn set_recv_timeout(fd: &impl AsRawFd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` outlives the call and its size is passed alongside.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resident memory of process `pid` (or this process for 0), in bytes.
+pub fn resident_bytes(pid: u32) -> io::Result<u64> {
+    let path = if pid == 0 {
+        "/proc/self/statm".to_string()
+    } else {
+        format!("/proc/{pid}/statm")
+    };
+    let statm = std::fs::read_to_string(path)?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable statm"))?;
+    // SAFETY: sysconf takes and returns plain integers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    Ok(pages * page)
+}
+
 /// Sends signal `sig` to process `pid`.
 pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill takes plain integers.

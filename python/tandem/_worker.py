@@ -52,6 +52,9 @@ def main(argv=None) -> None:
     parser.add_argument("requests_fd", type=int)
     parser.add_argument("replies_fd", type=int)
     parser.add_argument("--pythonpath", default="")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-requests", type=int, default=0)
+    parser.add_argument("--max-memory", type=int, default=0)
     args = parser.parse_args(argv)
 
     # Ctrl-C reaches the whole process group; the master decides what stops.
@@ -75,7 +78,14 @@ def main(argv=None) -> None:
 
     from tandem import _native
 
-    _native.serve(app, args.requests_fd, args.replies_fd)
+    _native.serve(
+        app,
+        args.requests_fd,
+        args.replies_fd,
+        threads=args.threads,
+        max_requests=args.max_requests,
+        max_memory=args.max_memory,
+    )
 
 
 if __name__ == "__main__":

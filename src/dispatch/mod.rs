@@ -15,9 +15,11 @@
 //! HTTP is the front's.
 
 mod pool;
+mod queue;
 mod replies;
 
 pub use pool::{Call, Pool, Reply, WorkerLink};
+pub use queue::Queue;
 pub use replies::{read_replies, LinkEnd};
 
 /// Why a request got no (complete) response from the app.
@@ -31,6 +33,8 @@ pub enum DispatchError {
     WorkerDied { pid: u32, why: String },
     #[error("worker {pid} timed out after {secs}s")]
     Timeout { pid: u32, secs: u64 },
+    #[error("shutting down")]
+    Closed,
     #[error("request could not be handed to a worker: {0}")]
     Internal(String),
 }
@@ -40,7 +44,7 @@ impl DispatchError {
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            DispatchError::QueueFull(_) => S::SERVICE_UNAVAILABLE,
+            DispatchError::QueueFull(_) | DispatchError::Closed => S::SERVICE_UNAVAILABLE,
             DispatchError::App(_) | DispatchError::Internal(_) => S::INTERNAL_SERVER_ERROR,
             DispatchError::WorkerDied { .. } => S::BAD_GATEWAY,
             DispatchError::Timeout { .. } => S::GATEWAY_TIMEOUT,

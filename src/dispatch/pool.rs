@@ -1,18 +1,16 @@
 //! The pool's request queue and its table of pending requests.
 
 use std::collections::HashMap;
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use super::queue::{Job, Queue, Refused};
 use super::DispatchError;
-use crate::sys::{self, PairKind};
 use crate::wire::{self, Frame, Message, RequestHead, ResponseHead};
 
 /// Replies buffered between a worker's reply reader and the request that
@@ -38,6 +36,8 @@ pub struct WorkerLink {
     /// Milliseconds since the pool started at which the worker last sent a
     /// frame; a busy worker silent for longer than the timeout is hung.
     last_seen: AtomicU64,
+    /// Requests it has finished.
+    served: AtomicU64,
 }
 
 impl WorkerLink {
@@ -45,9 +45,19 @@ impl WorkerLink {
         let link = WorkerLink {
             pid,
             last_seen: AtomicU64::new(0),
+            served: AtomicU64::new(0),
         };
         link.seen(pool);
         link
+    }
+
+    /// Requests this worker has finished.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn finished_one(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn seen(&self, pool: &Pool) {
@@ -62,25 +72,16 @@ struct Pending {
     worker: Option<(Arc<WorkerLink>, u64)>,
 }
 
-/// A request queued in the pool: the bytes of its frame and the body
-/// descriptor that rides along.
-struct Job {
-    id: u64,
-    frame: Bytes,
-    body: Option<OwnedFd>,
-}
-
 /// One app's workers, seen from the front: a FIFO queue in, replies out.
+///
+/// Requests go into the current generation's [`Queue`]; a reload builds the
+/// next generation's queue, boots its workers on it and then [`switch`]es,
+/// which lets the old generation drain and exit.
+///
+/// [`switch`]: Pool::switch
 pub struct Pool {
-    /// The workers' end of the shared request socket; every worker process
-    /// gets a copy.
-    worker_end: OwnedFd,
-    queue: mpsc::UnboundedSender<Job>,
-    /// Jobs handed to the feeder task and not yet in the socket. While it
-    /// is zero, `submit` writes to the socket itself and saves a task hop.
-    queued_jobs: AtomicUsize,
-    /// The front's end of the shared request socket (non-blocking).
-    socket: Arc<AsyncFd<OwnedFd>>,
+    current: RwLock<Option<Arc<Queue>>>,
+    refused: mpsc::UnboundedSender<Refused>,
     pending: Mutex<HashMap<u64, Pending>>,
     /// Requests submitted but not yet taken by a worker.
     waiting: AtomicUsize,
@@ -90,53 +91,77 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Creates the shared request socket and starts the task that feeds it.
-    /// Must be called inside the runtime.
+    /// Creates the pool with the first generation's queue. Must be called
+    /// inside the runtime.
     pub fn new(backlog: usize) -> std::io::Result<Arc<Pool>> {
-        let (front_end, worker_end) = sys::socketpair(PairKind::SeqPacket)?;
-        // A deeper socket buffer lets more requests wait in the kernel, where
-        // an idle worker picks them up without waking the front.
-        let _ = sys::set_send_buffer(&front_end, 4 << 20);
-        let socket = Arc::new(sys::async_fd(front_end)?);
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (refused, mut refusals) = mpsc::unbounded_channel::<Refused>();
+        let first = Arc::new(Queue::new(1, refused.clone())?);
         let pool = Arc::new(Pool {
-            worker_end,
-            queue,
-            queued_jobs: AtomicUsize::new(0),
-            socket: Arc::clone(&socket),
+            current: RwLock::new(Some(first)),
+            refused,
             pending: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             backlog,
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
         });
-        tokio::spawn(feed_queue(Arc::downgrade(&pool), socket, jobs));
+        let weak = Arc::downgrade(&pool);
+        tokio::spawn(async move {
+            while let Some((id, err)) = refusals.recv().await {
+                tracing::error!("could not queue request for workers: {err}");
+                match weak.upgrade() {
+                    Some(pool) => pool.fail(id, DispatchError::Internal(err.to_string())),
+                    None => return,
+                }
+            }
+        });
         Ok(pool)
     }
 
-    /// The descriptor a new worker reads requests from.
-    pub fn worker_end(&self) -> &OwnedFd {
-        &self.worker_end
+    /// The queue new requests go to (`None` once the pool is closed).
+    pub fn current(&self) -> Option<Arc<Queue>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A queue for the next generation of workers; requests go to it only
+    /// after [`Pool::switch`].
+    pub fn next_queue(&self, generation: u64) -> std::io::Result<Arc<Queue>> {
+        Ok(Arc::new(Queue::new(generation, self.refused.clone())?))
+    }
+
+    /// Sends new requests to `queue` from now on. The old queue closes once
+    /// requests already handed to it are in its socket, so its workers serve
+    /// what is queued there and then see end-of-file.
+    pub fn switch(&self, queue: Arc<Queue>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(queue);
+    }
+
+    /// Stops taking requests; every generation drains and its workers exit.
+    pub fn close(&self) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Queues a request. The body descriptor, if any, is handed to the
     /// worker with it.
-    pub fn submit(self: &Arc<Self>, head: RequestHead, body: Option<OwnedFd>) -> Result<Call, DispatchError> {
+    pub fn submit(
+        self: &Arc<Self>,
+        label: String,
+        head: RequestHead,
+        body: Option<OwnedFd>,
+    ) -> Result<Call, DispatchError> {
         let waiting = self.waiting.load(Ordering::Relaxed);
         if waiting >= self.backlog {
             return Err(DispatchError::QueueFull(waiting));
         }
+        let Some(queue) = self.current() else {
+            return Err(DispatchError::Closed);
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let label = format!(
-            "{} {}",
-            String::from_utf8_lossy(&head.method),
-            String::from_utf8_lossy(&head.path)
-        );
         let mut buf = BytesMut::with_capacity(512);
         wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf)
             .map_err(|e| DispatchError::Internal(e.to_string()))?;
         let (tx, rx) = mpsc::channel(REPLY_CHANNEL);
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        self.lock().insert(
             id,
             Pending {
                 replies: tx,
@@ -145,29 +170,13 @@ impl Pool {
             },
         );
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let frame = buf.freeze();
-        if self.queued_jobs.load(Ordering::Acquire) == 0 {
-            let fd = body.as_ref().map(|f| f.as_raw_fd());
-            match sys::send_with_fd(self.socket.get_ref(), &[IoSlice::new(&frame)], fd) {
-                Ok(_) => {
-                    return Ok(Call {
-                        id,
-                        replies: rx,
-                        pool: Arc::clone(self),
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    self.fail(id, DispatchError::Internal(e.to_string()));
-                    return Err(DispatchError::Internal(format!("queueing request: {e}")));
-                }
-            }
-        }
-        self.queued_jobs.fetch_add(1, Ordering::AcqRel);
-        let job = Job { id, frame, body };
-        if self.queue.send(job).is_err() {
-            self.forget(id);
-            return Err(DispatchError::Internal("request queue closed".into()));
+        if let Err((_, e)) = queue.send(Job {
+            id,
+            frame: buf.freeze(),
+            body,
+        }) {
+            self.fail(id, DispatchError::Internal(e.to_string()));
+            return Err(DispatchError::Internal(format!("queueing request: {e}")));
         }
         Ok(Call {
             id,
@@ -179,6 +188,21 @@ impl Pool {
     /// Requests pending (queued or running).
     pub fn in_flight(&self) -> usize {
         self.lock().len()
+    }
+
+    /// What each busy worker is working on, and for how long.
+    pub fn busy(&self) -> HashMap<u32, (String, Duration)> {
+        let now = self.now_ms();
+        self.lock()
+            .values()
+            .filter_map(|p| {
+                let (worker, took_at) = p.worker.as_ref()?;
+                Some((
+                    worker.pid,
+                    (p.label.clone(), Duration::from_millis(now.saturating_sub(*took_at))),
+                ))
+            })
+            .collect()
     }
 
     /// Records that `worker` took request `id`; returns where its replies go.
@@ -265,46 +289,5 @@ impl Drop for Call {
     fn drop(&mut self) {
         // Whatever the worker still sends for this request is discarded.
         self.pool.forget(self.id);
-    }
-}
-
-/// Counts a job out of `queued_jobs` however the feeder finishes with it.
-struct JobDone(std::sync::Weak<Pool>);
-
-impl Drop for JobDone {
-    fn drop(&mut self) {
-        if let Some(pool) = self.0.upgrade() {
-            pool.queued_jobs.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// Moves queued requests into the shared socket, in order, waiting when the
-/// socket buffer is full.
-async fn feed_queue(
-    pool: std::sync::Weak<Pool>,
-    socket: Arc<AsyncFd<OwnedFd>>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-) {
-    while let Some(job) = jobs.recv().await {
-        let done = JobDone(pool.clone());
-        let fd = job.body.as_ref().map(|f| f.as_raw_fd());
-        let result = loop {
-            let mut ready = match socket.writable().await {
-                Ok(ready) => ready,
-                Err(e) => break Err(e),
-            };
-            match ready.try_io(|s| sys::send_with_fd(s, &[IoSlice::new(&job.frame)], fd)) {
-                Ok(result) => break result,
-                Err(_would_block) => continue,
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!("could not queue request for workers: {e}");
-            if let Some(pool) = pool.upgrade() {
-                pool.fail(job.id, DispatchError::Internal(e.to_string()));
-            }
-        }
-        drop(done);
     }
 }

@@ -128,6 +128,7 @@ async fn pump(
                 }
             }
             if last {
+                link.finished_one();
                 running.remove(&id);
                 pool.forget(id);
             }

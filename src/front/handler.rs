@@ -62,7 +62,7 @@ impl Front {
 
         let head_only = parts.method == Method::HEAD;
         let call = match self.build_head(&parts, body, &peer) {
-            Ok((head, fd)) => self.pool.submit(head, fd),
+            Ok((head, fd)) => self.pool.submit(label.clone(), head, fd),
             Err(err) => Err(DispatchError::Internal(err.to_string())),
         };
         let mut call = match call {

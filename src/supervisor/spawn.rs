@@ -17,6 +17,10 @@ pub struct Started {
 
 /// Starts a worker reading requests from `requests`.
 pub fn start(config: &Config, requests: &OwnedFd) -> std::io::Result<Started> {
+    let max_requests = match config.max_requests {
+        0 => 0,
+        n => n + jitter(config.max_requests_jitter),
+    };
     let (front_end, worker_end) = sys::socketpair(PairKind::Stream)?;
     let requests_fd = requests.as_raw_fd();
     let replies_fd = worker_end.as_raw_fd();
@@ -26,6 +30,12 @@ pub fn start(config: &Config, requests: &OwnedFd) -> std::io::Result<Started> {
         .arg(&config.app.target)
         .arg(requests_fd.to_string())
         .arg(replies_fd.to_string());
+    cmd.arg("--threads")
+        .arg(config.threads.to_string())
+        .arg("--max-requests")
+        .arg(max_requests.to_string())
+        .arg("--max-memory")
+        .arg(config.max_worker_memory.to_string());
     if !config.app.pythonpath.is_empty() {
         let joined = std::env::join_paths(&config.app.pythonpath).map_err(std::io::Error::other)?;
         cmd.arg("--pythonpath").arg(joined);
@@ -53,4 +63,21 @@ pub fn start(config: &Config, requests: &OwnedFd) -> std::io::Result<Started> {
         pid,
         replies: front_end,
     })
+}
+
+/// A random number in 0..=max, different for every call.
+fn jitter(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    // RandomState is seeded randomly per process and per instance.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish() % (max + 1)
 }

@@ -22,65 +22,64 @@ use crate::wire::{self, Frame, Message, ResponseHead, MAX_BODY_CHUNK};
 /// Buffered reply bytes are written out once they pass this size.
 const FLUSH_ABOVE: usize = 64 * 1024;
 
-/// The worker's reply socket and the frames waiting to be written to it.
+/// The worker's reply socket, shared by its threads. Each write is whole
+/// frames, so frames of concurrent requests never interleave.
 pub struct Sink {
-    stream: UnixStream,
-    buf: BytesMut,
+    stream: Mutex<UnixStream>,
 }
 
 impl Sink {
     pub fn new(fd: OwnedFd) -> Sink {
         Sink {
-            stream: UnixStream::from(fd),
-            buf: BytesMut::with_capacity(FLUSH_ABOVE * 2),
+            stream: Mutex::new(UnixStream::from(fd)),
         }
     }
 
-    /// Queues a frame. Frames are built by this module within the limits,
-    /// so encoding can't fail short of a bug; a failure is reported as an
-    /// I/O error all the same.
-    pub fn push(&mut self, id: u64, message: Message) -> std::io::Result<()> {
-        wire::encode(&Frame::new(id, message), &mut self.buf).map_err(std::io::Error::other)
-    }
-
-    /// Writes out everything queued, with the GIL released.
-    pub fn flush(&mut self, py: Python<'_>) -> std::io::Result<()> {
-        if self.buf.is_empty() {
+    /// Writes whole frames, with the GIL released.
+    pub fn write(&self, py: Python<'_>, frames: &[u8]) -> std::io::Result<()> {
+        if frames.is_empty() {
             return Ok(());
         }
-        let (stream, buf) = (&mut self.stream, &self.buf);
-        py.allow_threads(|| stream.write_all(buf))?;
-        self.buf.clear();
-        Ok(())
+        py.allow_threads(|| {
+            let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+            stream.write_all(frames)
+        })
     }
 
-    /// Writes out what is queued, then a `File` frame with `file` attached.
-    pub fn send_file(&mut self, py: Python<'_>, id: u64, file: OwnedFd, offset: u64, len: u64) -> std::io::Result<()> {
-        self.flush(py)?;
-        let mut frame = BytesMut::new();
-        wire::encode(&Frame::new(id, Message::File { offset, len }), &mut frame).map_err(std::io::Error::other)?;
-        let stream = &self.stream;
+    /// Writes one frame with `file` attached as `SCM_RIGHTS`.
+    pub fn write_with_fd(&self, py: Python<'_>, frame: &[u8], file: &OwnedFd) -> std::io::Result<()> {
         py.allow_threads(|| {
-            let mut sent = crate::sys::send_with_fd(stream, &[std::io::IoSlice::new(&frame)], Some(file.as_raw_fd()))?;
+            let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sent = crate::sys::send_with_fd(&*stream, &[std::io::IoSlice::new(frame)], Some(file.as_raw_fd()))?;
             // The descriptor went with the first byte; the rest is plain data.
             while sent < frame.len() {
                 sent += (&*stream).write(&frame[sent..])?;
             }
-            Ok::<_, std::io::Error>(())
+            Ok(())
         })
     }
 
-    /// Drops queued frames that were never written.
-    pub fn discard(&mut self) {
-        self.buf.clear();
+    /// Encodes one frame and writes it at once.
+    pub fn send(&self, py: Python<'_>, id: u64, message: Message) -> std::io::Result<()> {
+        let mut buf = BytesMut::new();
+        encode_into(&mut buf, id, message)?;
+        self.write(py, &buf)
     }
+}
+
+/// Frames are built by this module within the limits, so encoding can't
+/// fail short of a bug; a failure is reported as an I/O error all the same.
+fn encode_into(buf: &mut BytesMut, id: u64, message: Message) -> std::io::Result<()> {
+    wire::encode(&Frame::new(id, message), buf).map_err(std::io::Error::other)
 }
 
 /// The `start_response` callable for one request.
 #[pyclass(module = "tandem._native")]
 pub struct Responder {
     id: u64,
-    sink: Arc<Mutex<Sink>>,
+    sink: Arc<Sink>,
+    /// This response's frames not yet written.
+    buf: BytesMut,
     /// HEAD request: the body is produced by the app but never sent.
     head_request: bool,
     status: Option<(u16, Bytes)>,
@@ -95,10 +94,11 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub fn new(id: u64, sink: Arc<Mutex<Sink>>, head_request: bool) -> Responder {
+    pub fn new(id: u64, sink: Arc<Sink>, head_request: bool) -> Responder {
         Responder {
             id,
             sink,
+            buf: BytesMut::new(),
             head_request,
             status: None,
             headers: Vec::new(),
@@ -110,8 +110,17 @@ impl Responder {
         }
     }
 
-    fn sink(&self) -> std::sync::MutexGuard<'_, Sink> {
-        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    fn push(&mut self, message: Message) -> std::io::Result<()> {
+        encode_into(&mut self.buf, self.id, message)
+    }
+
+    fn flush(&mut self, py: Python<'_>) -> std::io::Result<()> {
+        self.sink.write(py, &self.buf)?;
+        if !self.buf.is_empty() {
+            self.flushed = true;
+        }
+        self.buf.clear();
+        Ok(())
     }
 
     fn body_allowed(&self) -> bool {
@@ -133,8 +142,7 @@ impl Responder {
             reason,
             headers: std::mem::take(&mut self.headers),
         };
-        let id = self.id;
-        self.sink().push(id, Message::ResponseHead(head))?;
+        self.push(Message::ResponseHead(head))?;
         self.head_sent = true;
         Ok(())
     }
@@ -157,16 +165,14 @@ impl Responder {
             }
         }
         self.body_sent += data.len() as u64;
-        let id = self.id;
-        let streaming = self.streaming;
-        let mut sink = self.sink();
         for chunk in data.chunks(MAX_BODY_CHUNK) {
-            sink.push(id, Message::Body(Bytes::copy_from_slice(chunk)))?;
+            self.push(Message::Body(Bytes::copy_from_slice(chunk)))?;
+            if self.buf.len() >= FLUSH_ABOVE {
+                self.flush(py)?;
+            }
         }
-        if streaming || sink.buf.len() >= FLUSH_ABOVE {
-            sink.flush(py)?;
-            drop(sink);
-            self.flushed = true;
+        if self.streaming {
+            self.flush(py)?;
         }
         Ok(())
     }
@@ -184,8 +190,10 @@ impl Responder {
             return Ok(());
         }
         self.body_sent += len;
-        let id = self.id;
-        self.sink().send_file(py, id, file, offset, len)?;
+        self.flush(py)?;
+        let mut frame = BytesMut::new();
+        encode_into(&mut frame, self.id, Message::File { offset, len })?;
+        self.sink.write_with_fd(py, &frame, &file)?;
         self.flushed = true;
         Ok(())
     }
@@ -193,9 +201,7 @@ impl Responder {
     /// The app is done: sends the head if no body came, then `End`.
     pub fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
         self.send_head()?;
-        let id = self.id;
         let short = self.body_allowed() && self.content_length.is_some_and(|cl| self.body_sent < cl);
-        let mut sink = self.sink();
         if short {
             // The client was promised more bytes than the app produced; the
             // front must cut the connection rather than pretend.
@@ -204,25 +210,24 @@ impl Responder {
                 self.body_sent,
                 self.content_length.unwrap_or(0)
             );
-            sink.push(id, Message::Error(text))?;
+            self.push(Message::Error(text))?;
         } else {
-            sink.push(id, Message::End)?;
+            self.push(Message::End)?;
         }
-        sink.flush(py)?;
+        self.flush(py)?;
         Ok(())
     }
 
     /// The app failed: if nothing reached the client yet the front answers
     /// 500; otherwise it cuts the connection.
     pub fn fail(&mut self, py: Python<'_>, why: String) -> std::io::Result<()> {
-        let id = self.id;
-        let flushed = self.flushed;
-        let mut sink = self.sink();
-        if !flushed {
-            sink.discard();
+        if !self.flushed {
+            // Nothing reached the front: drop the half-built response so
+            // the client gets a clean 500.
+            self.buf.clear();
         }
-        sink.push(id, Message::Error(why))?;
-        sink.flush(py)
+        self.push(Message::Error(why))?;
+        self.flush(py)
     }
 }
 
