@@ -362,7 +362,45 @@ def cwd_route(environ, start_response):
     return _json(start_response, {"cwd": os.getcwd(), "sys_path": sys.path})
 
 
+_LEAKED = []
+
+
+def spin_route(environ, start_response):
+    """Burns CPU for ?s= seconds without ever sleeping."""
+    end = time.monotonic() + float(_query(environ).get("s", "1"))
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return _send(start_response, "200 OK", f"spun {os.getpid()}")
+
+
+def leak_route(environ, start_response):
+    """Keeps ?mb= more megabytes alive in this worker for good."""
+    _LEAKED.append(bytearray(int(_query(environ).get("mb", "10")) << 20))
+    return _send(start_response, "200 OK", f"leaked {os.getpid()}")
+
+
+def rendezvous_route(environ, start_response):
+    """Waits (at most 10 s) until ?n= requests have arrived in ?dir=.
+
+    Answers 'met' only if that many requests were inside the app at once,
+    which proves they ran concurrently without timing anything.
+    """
+    q = _query(environ)
+    n, where = int(q["n"]), q["dir"]
+    open(os.path.join(where, f"{os.getpid()}-{time.monotonic_ns()}"), "w").close()
+    deadline = time.monotonic() + 10
+    while len(os.listdir(where)) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    met = len(os.listdir(where)) >= n
+    body = json.dumps({"met": met, "pid": os.getpid(), "multithread": environ["wsgi.multithread"]})
+    return _send(start_response, "200 OK", body, "application/json")
+
+
 ROUTES = {
+    "/spin": spin_route,
+    "/leak": leak_route,
+    "/rendezvous": rendezvous_route,
     "/hello": hello,
     "/head": hello,
     "/environ": environ_dump,
