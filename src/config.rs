@@ -78,6 +78,8 @@ pub struct Config {
     pub max_worker_memory: u64,
     /// Reload workers when the app's Python files change.
     pub reload: bool,
+    /// Import the app once in a template process and fork workers from it.
+    pub preload: bool,
 }
 
 const ABOUT: &str = "Serve a Python WSGI application: a Rust front (HTTP, buffering) \
@@ -149,6 +151,12 @@ struct Cli {
     /// after the request that took it there. 0 disables.
     #[arg(long, value_name = "MB", default_value_t = 0)]
     max_worker_memory: u64,
+
+    /// Import the app once, in a template process, and fork workers from it:
+    /// they share its memory copy-on-write and a replacement starts in
+    /// milliseconds. HUP starts a new template, so it still loads new code.
+    #[arg(long)]
+    preload: bool,
 
     /// Development: reload the workers when a Python file under the app's
     /// directory (or --pythonpath) changes.
@@ -309,6 +317,7 @@ impl Cli {
             max_requests_jitter: self.max_requests_jitter,
             max_worker_memory: self.max_worker_memory.saturating_mul(1024 * 1024),
             reload: self.reload,
+            preload: self.preload,
         })
     }
 }

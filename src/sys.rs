@@ -82,27 +82,42 @@ pub fn set_send_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
 /// Sends `bufs` as one message (one record on a seqpacket socket), with
 /// `pass` attached as `SCM_RIGHTS` if given. Never raises SIGPIPE.
 pub fn send_with_fd(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: Option<RawFd>) -> io::Result<usize> {
+    send_with_fds(fd, bufs, pass.as_slice())
+}
+
+/// Like [`send_with_fd`], with up to [`MAX_FDS`] descriptors attached.
+pub fn send_with_fds(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: &[RawFd]) -> io::Result<usize> {
+    if pass.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors for one message",
+        ));
+    }
     // u64 elements keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; 8];
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len() as _;
-    if let Some(pass) = pass {
+    if !pass.is_empty() {
+        let bytes = std::mem::size_of_val(pass) as u32;
         // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(mem::size_of::<RawFd>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         debug_assert!(space <= mem::size_of_val(&control));
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: msg_control points at `control`, large enough for one
-        // cmsghdr carrying one descriptor, so CMSG_FIRSTHDR is non-null and
-        // CMSG_DATA stays inside it.
+        // cmsghdr carrying MAX_FDS descriptors, so CMSG_FIRSTHDR is non-null
+        // and CMSG_DATA has room for `pass`.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), pass);
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in pass.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), *fd);
+            }
         }
     }
     // SAFETY: `msg` points at `bufs` and `control`, both alive for the call;
@@ -279,6 +294,16 @@ pub fn resident_bytes(pid: u32) -> io::Result<u64> {
     // SAFETY: sysconf takes and returns plain integers.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     Ok(pages * page)
+}
+
+/// Shuts both directions of a socket down, so its peer reads end-of-file
+/// even while other descriptors of it stay open.
+pub fn shutdown(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: shutdown takes plain integers.
+    if unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sends signal `sig` to process `pid`.

@@ -7,7 +7,7 @@ import textwrap
 import threading
 import time
 
-from conftest import wait_until
+from conftest import run_tandem, wait_until
 
 VERSIONED = textwrap.dedent(
     """
@@ -253,7 +253,9 @@ def test_ttin_and_ttou_change_the_worker_count(tandem_factory):
     t.signal(signal.SIGTTOU)
     t.wait_for_log(r"TTOU: going to 2 workers")
     t.wait_workers(2)
+    # Signals of one kind don't queue: wait for each before sending the next.
     t.signal(signal.SIGTTOU)
+    t.wait_for_log(r"TTOU: going to 1 workers")
     t.signal(signal.SIGTTOU)  # never below one
     t.wait_for_log(r"TTOU: keeping the last worker", timeout=10)
     t.wait_workers(1)
@@ -314,3 +316,78 @@ def test_reload_flag_picks_up_a_changed_file(tandem_factory, tmp_path):
     t.wait_for_log(r"versioned\.py changed: reloading", timeout=15)
     t.wait_for_log(r"reload complete", timeout=20)
     assert t.get("/").body.startswith(b"v2 ")
+
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
+def test_preload_forks_workers_from_one_template(tandem_factory):
+    t = tandem_factory("wsgi_app:app", "--preload", workers=2)
+    (template,) = t.wait_workers(1)  # the master's only child is the template
+    pids = {int(t.get("/pid").body) for _ in range(20)}
+    assert pids, "no worker answered"
+    assert all(parent_of(pid) == template for pid in pids)
+    assert template not in pids
+
+
+def test_preload_replaces_a_killed_worker_and_fails_only_its_request(tandem_factory, tmp_path):
+    t = tandem_factory("wsgi_app:app", "--preload", workers=2)
+    (template,) = t.wait_workers(1)
+    marker = tmp_path / "busy"
+    result = []
+    th = threading.Thread(target=lambda: result.append(t.get(f"/sleep?s=5&mark={marker}")))
+    th.start()
+    wait_until(lambda: marker.exists() and marker.read_text(), message="the slow request")
+    victim = int(marker.read_text())
+    assert parent_of(victim) == template
+    os.kill(victim, signal.SIGKILL)
+    th.join(30)
+    assert result[0].status == 502
+    t.wait_for_log(rf"worker {victim} exited: killed by signal 9")
+    t.wait_for_log(r"worker \d+ ready in \d+ ms", since=0)
+    served = {int(t.get("/pid").body) for _ in range(20)}
+    assert victim not in served
+    assert all(parent_of(pid) == template for pid in served)
+
+
+def test_preload_hup_loads_new_code_through_a_new_template(tandem_factory, tmp_path):
+    write_app(tmp_path, "v1")
+    t = tandem_factory("versioned:app", "--preload", cwd=tmp_path, workers=2)
+    (old_template,) = t.wait_workers(1)
+    write_app(tmp_path, "v2")
+    with Load(t, "/", threads=2) as load:
+        load.wait_for(20)
+        t.signal(signal.SIGHUP)
+        t.wait_for_log(r"reload complete: generation 2 serving", timeout=20)
+        before = load.ok
+        load.wait_for(before + 20)
+    assert load.failures == []
+    assert t.get("/").body.startswith(b"v2 ")
+    (new_template,) = t.wait_workers(1, exclude=[old_template])
+    assert new_template != old_template
+
+
+def test_preload_hup_to_broken_code_keeps_serving(tandem_factory, tmp_path):
+    write_app(tmp_path, "v1")
+    t = tandem_factory("versioned:app", "--preload", cwd=tmp_path, workers=2)
+    write_app(tmp_path, "v2", broken=True)
+    mark = t.mark()
+    t.signal(signal.SIGHUP)
+    t.wait_for_log(r"reload failed: the new code of 'versioned:app' failed to import", since=mark)
+    assert t.get("/").body.startswith(b"v1 ")
+
+
+def test_preload_import_error_exits_4():
+    done = run_tandem(["--preload", "-b", "127.0.0.1:0", "broken_import:app"])
+    assert done.returncode == 4
+    assert "failed to load application 'broken_import:app'" in done.stderr
+
+
+def test_preload_max_requests_recycles_with_no_failed_request(tandem_factory):
+    t = tandem_factory("wsgi_app:app", "--preload", "--max-requests", "10", workers=2)
+    with Load(t, "/hello", threads=3) as load:
+        load.wait_for(200, timeout=60)
+    assert load.failures == []
+    assert "retired" in t.log

@@ -17,10 +17,13 @@
 //! Worker state lives here ([`Supervisor::status`]); the dispatcher only
 //! knows which worker holds which request.
 
+mod preload;
+mod reload;
 mod spawn;
 mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -48,11 +51,37 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 
 enum Event {
-    Ready { pid: u32, version: u16 },
-    Exited { pid: u32, status: Option<ExitStatus> },
-    Broken { pid: u32, why: String },
+    Ready {
+        pid: u32,
+        version: u16,
+    },
+    Exited {
+        pid: u32,
+        status: Option<ExitStatus>,
+    },
+    Broken {
+        pid: u32,
+        why: String,
+    },
+    /// A worker's reply socket closed (it exited or is exiting).
+    LinkClosed {
+        pid: u32,
+    },
     Respawn,
     Reload(String),
+    /// `--preload`: the template of `generation` has imported the app.
+    TemplateReady {
+        generation: u64,
+    },
+    TemplateExited {
+        generation: u64,
+        status: Option<ExitStatus>,
+    },
+    /// `--preload`: the template forked a worker for us.
+    Forked {
+        generation: u64,
+        pid: u32,
+    },
 }
 
 /// Where a worker is in its life.
@@ -87,7 +116,8 @@ pub struct WorkerStatus {
 struct Reload {
     generation: u64,
     queue: Arc<Queue>,
-    booting: HashSet<u32>,
+    /// Workers of the new generation that are ready so far.
+    ready: usize,
 }
 
 struct Supervisor {
@@ -101,6 +131,12 @@ struct Supervisor {
     /// Workers the current generation should have (TTIN/TTOU change it).
     target: usize,
     reload: Option<Reload>,
+    /// `--preload`: one template per generation that still has workers.
+    templates: HashMap<u64, preload::Template>,
+    /// `--preload`: reply sockets of workers asked for and not yet forked.
+    pending_forks: HashMap<u64, VecDeque<OwnedFd>>,
+    /// `--preload`: exits reported before the fork that made the worker.
+    early_exits: HashMap<u32, Option<ExitStatus>>,
     /// Workers that died young, in a row.
     quick_deaths: u32,
     stopping: bool,
@@ -146,6 +182,9 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         workers: HashMap::new(),
         generation: 1,
         reload: None,
+        templates: HashMap::new(),
+        pending_forks: HashMap::new(),
+        early_exits: HashMap::new(),
         quick_deaths: 0,
         stopping: false,
     };
@@ -235,6 +274,11 @@ impl Supervisor {
     /// Starts the first generation and waits until every worker has loaded
     /// the app. Returns an exit code if they can't.
     async fn boot(&mut self) -> Option<i32> {
+        if self.config.preload {
+            if let Some(code) = self.boot_template().await {
+                return Some(code);
+            }
+        }
         let queue = self.pool.current()?;
         for _ in 0..self.target {
             if let Err(e) = self.spawn_worker(&queue) {
@@ -251,20 +295,11 @@ impl Supervisor {
                     self.on_event(event);
                     ready += 1;
                 }
-                Event::Exited { pid, status } => {
+                Event::Exited { pid, status } if self.workers.contains_key(&pid) => {
                     self.workers.remove(&pid);
-                    let code = status.and_then(|s| s.code());
-                    return Some(if code == Some(APP_LOAD_ERROR) {
-                        tracing::error!(
-                            "failed to load application '{}' (see the traceback above)",
-                            self.config.app.target
-                        );
-                        APP_LOAD_ERROR
-                    } else {
-                        tracing::error!("worker {pid} failed to boot: {}", describe(status));
-                        WORKER_BOOT_ERROR
-                    });
+                    return Some(self.boot_failure(&format!("worker {pid}"), status));
                 }
+                Event::TemplateExited { status, .. } => return Some(self.boot_failure("the template", status)),
                 other => self.on_event(other),
             }
         }
@@ -276,17 +311,49 @@ impl Supervisor {
         None
     }
 
-    fn spawn_worker(&mut self, queue: &Queue) -> std::io::Result<u32> {
-        let started = spawn::start(&self.config, queue.worker_end())?;
+    fn boot_failure(&self, who: &str, status: Option<ExitStatus>) -> i32 {
+        if status.and_then(|s| s.code()) == Some(APP_LOAD_ERROR) {
+            tracing::error!(
+                "failed to load application '{}' (see the traceback above)",
+                self.config.app.target
+            );
+            APP_LOAD_ERROR
+        } else {
+            tracing::error!("{who} failed to boot: {}", describe(status));
+            WORKER_BOOT_ERROR
+        }
+    }
+
+    /// Starts a worker of `queue`'s generation: a new process, or with
+    /// `--preload` a fork of that generation's template.
+    fn spawn_worker(&mut self, queue: &Queue) -> std::io::Result<()> {
+        if self.config.preload {
+            return self.fork_worker(queue);
+        }
+        let (started, replies) = spawn::start(&self.config, queue.worker_end())?;
         let pid = started.pid;
+        let events = self.events_tx.clone();
+        let mut child = started.child;
+        tokio::spawn(async move {
+            let status = child.wait().await.ok();
+            let _ = events.send(Event::Exited { pid, status });
+        });
+        self.register(pid, queue.generation, replies);
+        Ok(())
+    }
+
+    /// Starts watching a new worker: its replies and its readiness.
+    fn register(&mut self, pid: u32, generation: u64, replies: OwnedFd) {
         let link = Arc::new(WorkerLink::new(pid, &self.pool));
         let (ready_tx, ready_rx) = oneshot::channel();
         let events = self.events_tx.clone();
         let (pool, reader_link) = (Arc::clone(&self.pool), Arc::clone(&link));
         tokio::spawn(async move {
-            if let LinkEnd::Broken(why) = dispatch::read_replies(pool, reader_link, started.replies, ready_tx).await {
-                let _ = events.send(Event::Broken { pid, why });
-            }
+            let end = dispatch::read_replies(pool, reader_link, replies, ready_tx).await;
+            let _ = events.send(match end {
+                LinkEnd::Broken(why) => Event::Broken { pid, why },
+                LinkEnd::Closed => Event::LinkClosed { pid },
+            });
         });
         let events = self.events_tx.clone();
         tokio::spawn(async move {
@@ -294,21 +361,14 @@ impl Supervisor {
                 let _ = events.send(Event::Ready { pid, version });
             }
         });
-        let events = self.events_tx.clone();
-        let mut child = started.child;
-        tokio::spawn(async move {
-            let status = child.wait().await.ok();
-            let _ = events.send(Event::Exited { pid, status });
-        });
         let worker = Worker {
-            generation: queue.generation,
+            generation,
             state: State::Booting,
             started: Instant::now(),
             link,
         };
         self.workers.insert(pid, worker);
-        tracing::debug!("started worker {pid} (generation {})", queue.generation);
-        Ok(pid)
+        tracing::debug!("started worker {pid} (generation {generation})");
     }
 
     fn on_event(&mut self, event: Event) {
@@ -319,8 +379,12 @@ impl Supervisor {
                 tracing::error!("worker {pid} broke the wire protocol ({why}); killing it");
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
+            Event::LinkClosed { pid } => self.on_link_closed(pid),
             Event::Respawn => self.fill(),
             Event::Reload(why) => self.start_reload(&why),
+            Event::TemplateReady { generation } => self.on_template_ready(generation),
+            Event::TemplateExited { generation, status } => self.on_template_exit(generation, status),
+            Event::Forked { generation, pid } => self.on_forked(generation, pid),
         }
     }
 
@@ -342,22 +406,27 @@ impl Supervisor {
             w.started.elapsed().as_millis(),
             w.generation
         );
+        let generation = w.generation;
         let Some(reload) = &mut self.reload else { return };
-        reload.booting.remove(&pid);
-        if reload.booting.is_empty() {
-            self.finish_reload();
+        if reload.generation == generation {
+            reload.ready += 1;
+            if reload.ready >= self.target {
+                self.finish_reload();
+            }
         }
     }
 
     fn on_exit(&mut self, pid: u32, status: Option<ExitStatus>) {
         let Some(worker) = self.workers.remove(&pid) else {
+            self.note_early_exit(pid, status);
             return;
         };
+        self.retire_idle_templates();
         if self.stopping {
             return;
         }
         if let Some(reload) = &self.reload {
-            if reload.booting.contains(&pid) {
+            if reload.generation == worker.generation && worker.state == State::Booting {
                 let why = match status.and_then(|s| s.code()) {
                     Some(APP_LOAD_ERROR) => format!("the new code of '{}' failed to import", self.config.app.target),
                     _ => format!("a new worker exited while booting ({})", describe(status)),
@@ -410,10 +479,13 @@ impl Supervisor {
 
     /// Workers of the current generation that are not on their way out.
     fn live(&self) -> usize {
-        self.workers
+        let forking = self.pending_forks.get(&self.generation).map_or(0, VecDeque::len);
+        let running = self
+            .workers
             .values()
             .filter(|w| w.generation == self.generation && w.state != State::Draining)
-            .count()
+            .count();
+        forking + running
     }
 
     /// Starts workers until the current generation has its target.
@@ -458,92 +530,6 @@ impl Supervisor {
                 self.target
             );
         }
-    }
-
-    /// Boots the next generation of workers on a new queue. Requests keep
-    /// going to the current generation until the new one is ready.
-    fn start_reload(&mut self, why: &str) {
-        if self.stopping {
-            return;
-        }
-        if let Some(reload) = &self.reload {
-            tracing::info!("{why}: reload to generation {} already in progress", reload.generation);
-            return;
-        }
-        let generation = self.generation + 1;
-        let queue = match self.pool.next_queue(generation) {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::error!("{why}: cannot reload: {e}");
-                return;
-            }
-        };
-        tracing::info!(
-            "{why}: reloading, booting {} workers of generation {generation}",
-            self.target
-        );
-        let mut booting = HashSet::new();
-        for _ in 0..self.target {
-            match self.spawn_worker(&queue) {
-                Ok(pid) => {
-                    booting.insert(pid);
-                }
-                Err(e) => {
-                    tracing::error!("reload: cannot start a worker: {e}");
-                    for pid in &booting {
-                        let _ = sys::kill(*pid, libc::SIGKILL);
-                    }
-                    return;
-                }
-            }
-        }
-        self.reload = Some(Reload {
-            generation,
-            queue,
-            booting,
-        });
-    }
-
-    /// Every worker of the new generation is ready: switch to it and let the
-    /// old generation drain.
-    fn finish_reload(&mut self) {
-        let Some(reload) = self.reload.take() else { return };
-        let old = self.generation;
-        self.generation = reload.generation;
-        self.pool.switch(reload.queue);
-        for w in self.workers.values_mut().filter(|w| w.generation < reload.generation) {
-            // They serve what is already queued for them, then see the old
-            // queue close and exit.
-            w.state = State::Draining;
-        }
-        self.quick_deaths = 0;
-        tracing::info!(
-            "reload complete: generation {} serving, generation {old} draining",
-            self.generation
-        );
-    }
-
-    fn abort_reload(&mut self, why: &str) {
-        let Some(reload) = self.reload.take() else { return };
-        for pid in &reload.booting {
-            let _ = sys::kill(*pid, libc::SIGKILL);
-        }
-        for w in self.workers.values_mut().filter(|w| w.generation == reload.generation) {
-            w.state = State::Draining;
-        }
-        tracing::error!("reload failed: {why}; generation {} keeps serving", self.generation);
-    }
-
-    fn watch_files(&self) {
-        let mut roots = vec![std::env::current_dir().unwrap_or_else(|_| ".".into())];
-        roots.extend(self.config.app.pythonpath.iter().cloned());
-        let events = self.events_tx.clone();
-        tracing::info!("--reload: watching Python files under {}", roots[0].display());
-        tokio::spawn(watch::watch(roots, move |path| {
-            events
-                .send(Event::Reload(format!("{} changed", path.display())))
-                .is_ok()
-        }));
     }
 
     /// Fails requests whose worker has been silent past `--timeout`, dumps
@@ -606,6 +592,10 @@ impl Supervisor {
             tracing::warn!("worker {} did not stop; killing it", status.pid);
             let _ = sys::kill(status.pid, libc::SIGKILL);
         }
+        for template in self.templates.values() {
+            let _ = sys::kill(template.pid, libc::SIGKILL);
+        }
+        self.templates.clear();
     }
 }
 

@@ -1,68 +1,93 @@
-//! Starting one worker process: the interpreter that started tandem,
-//! running `tandem._worker`, with the pool's request socket and a fresh
-//! reply socket as its only inherited descriptors.
+//! Starting Python processes: workers (the interpreter that started
+//! tandem, running `tandem._worker` with the generation's request socket
+//! and a fresh reply socket as their only inherited descriptors) and, with
+//! `--preload`, template processes that fork workers.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 
 use crate::config::Config;
 use crate::sys::{self, PairKind};
 
-/// A started worker: its process and the front's end of its reply socket.
+/// A started process.
 pub struct Started {
     pub child: tokio::process::Child,
     pub pid: u32,
-    pub replies: OwnedFd,
 }
 
-/// Starts a worker reading requests from `requests`.
-pub fn start(config: &Config, requests: &OwnedFd) -> std::io::Result<Started> {
-    let max_requests = match config.max_requests {
+/// Starts a worker reading requests from `requests`. Returns it and the
+/// front's end of its reply socket.
+pub fn start(config: &Config, requests: &OwnedFd) -> std::io::Result<(Started, OwnedFd)> {
+    let (front_end, worker_end) = sys::socketpair(PairKind::Stream)?;
+    let (requests_fd, replies_fd) = (requests.as_raw_fd(), worker_end.as_raw_fd());
+    let mut cmd = command(config, &[requests_fd, replies_fd]);
+    cmd.arg("--requests-fd")
+        .arg(requests_fd.to_string())
+        .arg("--replies-fd")
+        .arg(replies_fd.to_string())
+        .arg("--max-requests")
+        .arg(max_requests(config).to_string());
+    let started = run(cmd)?;
+    drop(worker_end);
+    Ok((started, front_end))
+}
+
+/// Starts a `--preload` template that takes orders on `control`.
+pub fn start_template(config: &Config, control: &OwnedFd) -> std::io::Result<Started> {
+    let control_fd = control.as_raw_fd();
+    let mut cmd = command(config, &[control_fd]);
+    cmd.arg("--template").arg(control_fd.to_string());
+    run(cmd)
+}
+
+/// This worker's `--max-requests`, jitter included (0: no limit).
+pub fn max_requests(config: &Config) -> u64 {
+    match config.max_requests {
         0 => 0,
         n => n + jitter(config.max_requests_jitter),
-    };
-    let (front_end, worker_end) = sys::socketpair(PairKind::Stream)?;
-    let requests_fd = requests.as_raw_fd();
-    let replies_fd = worker_end.as_raw_fd();
+    }
+}
+
+/// `python -m tandem._worker APP ...` with the settings every worker
+/// process shares, keeping `inherit` open across exec.
+fn command(config: &Config, inherit: &[RawFd]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&config.app.python);
     cmd.arg("-m")
         .arg("tandem._worker")
         .arg(&config.app.target)
-        .arg(requests_fd.to_string())
-        .arg(replies_fd.to_string());
-    cmd.arg("--threads")
+        .arg("--threads")
         .arg(config.threads.to_string())
-        .arg("--max-requests")
-        .arg(max_requests.to_string())
         .arg("--max-memory")
         .arg(config.max_worker_memory.to_string());
     if !config.app.pythonpath.is_empty() {
-        let joined = std::env::join_paths(&config.app.pythonpath).map_err(std::io::Error::other)?;
-        cmd.arg("--pythonpath").arg(joined);
+        if let Ok(joined) = std::env::join_paths(&config.app.pythonpath) {
+            cmd.arg("--pythonpath").arg(joined);
+        }
     }
     cmd.envs(config.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .kill_on_drop(false);
+    let inherit = inherit.to_vec();
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe calls (fcntl, prctl) on plain integers.
     unsafe {
         cmd.pre_exec(move || {
-            sys::clear_cloexec(requests_fd)?;
-            sys::clear_cloexec(replies_fd)?;
-            // Workers die with the master even if it is SIGKILLed mid-request.
+            for fd in &inherit {
+                sys::clear_cloexec(*fd)?;
+            }
+            // Python children die with the master even if it is SIGKILLed.
             sys::die_with_parent()
         });
     }
+    cmd
+}
+
+fn run(mut cmd: tokio::process::Command) -> std::io::Result<Started> {
     let child = cmd.spawn()?;
-    drop(worker_end);
     let pid = child
         .id()
-        .ok_or_else(|| std::io::Error::other("worker exited at once"))?;
-    Ok(Started {
-        child,
-        pid,
-        replies: front_end,
-    })
+        .ok_or_else(|| std::io::Error::other("process exited at once"))?;
+    Ok(Started { child, pid })
 }
 
 /// A random number in 0..=max, different for every call.
