@@ -16,7 +16,7 @@ ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 VENV="$BENCH_DIR/.venv"
 STAMP="$VENV/.tandem-src-hash"
 PYTHON="${PYTHON:-python3}"
-PY_PACKAGES=(gunicorn granian maturin)
+PY_PACKAGES=(gunicorn granian maturin django)
 
 reinstall=0
 for arg in "$@"; do
@@ -59,7 +59,7 @@ fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
 have_all=1
-for exe in gunicorn granian maturin; do
+for exe in gunicorn granian maturin django-admin; do
     [ -x "$VENV/bin/$exe" ] || have_all=0
 done
 if [ "$reinstall" -eq 1 ] || [ "$have_all" -eq 0 ]; then

@@ -229,10 +229,7 @@ impl Cli {
     fn into_config(self, python: PathBuf) -> Result<Config, ConfigError> {
         let err = |msg: String| Err(ConfigError(msg));
         if self.app.is_empty() || self.app.starts_with(':') || self.app.ends_with(':') {
-            return err(format!(
-                "invalid APP_MODULE '{}': expected MODULE or MODULE:CALLABLE",
-                self.app
-            ));
+            return err(format!("invalid APP_MODULE '{}': expected MODULE or MODULE:CALLABLE", self.app));
         }
         let binds = if self.bind.is_empty() {
             match std::env::var("PORT") {
@@ -246,9 +243,7 @@ impl Cli {
         let workers = match self.workers {
             Some(n) => n,
             None => match std::env::var("WEB_CONCURRENCY") {
-                Ok(v) => v
-                    .parse()
-                    .map_err(|_| ConfigError(format!("WEB_CONCURRENCY={v} is not a number")))?,
+                Ok(v) => v.parse().map_err(|_| ConfigError(format!("WEB_CONCURRENCY={v} is not a number")))?,
                 Err(_) => cores,
             },
         };
@@ -272,9 +267,7 @@ impl Cli {
             "warning" | "warn" => tracing::Level::WARN,
             "error" | "critical" => tracing::Level::ERROR,
             other => {
-                return err(format!(
-                    "invalid --log-level '{other}': expected debug, info, warning, error or critical"
-                ))
+                return err(format!("invalid --log-level '{other}': expected debug, info, warning, error or critical"))
             }
         };
         let root_path = self.root_path.trim_end_matches('/').to_string();
@@ -286,19 +279,10 @@ impl Cli {
                 return err(format!("--chdir {}: no such directory", dir.display()));
             }
         }
-        let pythonpath = self
-            .pythonpath
-            .iter()
-            .flat_map(|p| p.split(','))
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        let pythonpath =
+            self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         Ok(Config {
-            app: AppSpec {
-                target: self.app,
-                pythonpath,
-                python,
-            },
+            app: AppSpec { target: self.app, pythonpath, python },
             binds,
             workers,
             backlog: self.backlog.max(1),
@@ -341,28 +325,19 @@ pub fn parse_bind(text: &str) -> Result<Bind, ConfigError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(Bind::Tcp(addr));
     }
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected HOST:PORT, unix:PATH or fd://N"))?;
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT, unix:PATH or fd://N"))?;
     let port: u16 = port.parse().map_err(|_| bad("port must be a number from 0 to 65535"))?;
     if host.is_empty() {
         return Ok(Bind::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
     }
     let host = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .strip_suffix(']')
-            .ok_or_else(|| bad("unclosed '[' in IPv6 address"))?,
+        Some(inner) => inner.strip_suffix(']').ok_or_else(|| bad("unclosed '[' in IPv6 address"))?,
         None if host.contains(':') => return Err(bad("IPv6 addresses go in brackets, like [::1]:8000")),
         None if host.contains(']') => return Err(bad("stray ']'")),
         None => host,
     };
-    let mut addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(&format!("cannot resolve host: {e}")))?;
-    addrs
-        .next()
-        .map(Bind::Tcp)
-        .ok_or_else(|| bad("host resolves to no address"))
+    let mut addrs = (host, port).to_socket_addrs().map_err(|e| bad(&format!("cannot resolve host: {e}")))?;
+    addrs.next().map(Bind::Tcp).ok_or_else(|| bad("host resolves to no address"))
 }
 
 #[cfg(test)]
@@ -378,15 +353,9 @@ mod tests {
 
     #[test]
     fn bind_forms() {
-        assert_eq!(
-            parse_bind("127.0.0.1:80").unwrap(),
-            Bind::Tcp("127.0.0.1:80".parse().unwrap())
-        );
+        assert_eq!(parse_bind("127.0.0.1:80").unwrap(), Bind::Tcp("127.0.0.1:80".parse().unwrap()));
         assert_eq!(parse_bind("[::1]:0").unwrap(), Bind::Tcp("[::1]:0".parse().unwrap()));
-        assert_eq!(
-            parse_bind("unix:/run/x.sock").unwrap(),
-            Bind::Unix("/run/x.sock".into())
-        );
+        assert_eq!(parse_bind("unix:/run/x.sock").unwrap(), Bind::Unix("/run/x.sock".into()));
         assert_eq!(parse_bind("fd://3").unwrap(), Bind::Fd(3));
         assert_eq!(parse_bind(":8080").unwrap(), Bind::Tcp("0.0.0.0:8080".parse().unwrap()));
         assert!(matches!(parse_bind("localhost:9000").unwrap(), Bind::Tcp(a) if a.port() == 9000));
@@ -394,17 +363,7 @@ mod tests {
 
     #[test]
     fn bad_binds_name_the_problem() {
-        for bad in [
-            "nope",
-            "1.2.3.4:99999",
-            "unix:",
-            "fd://x",
-            "host:port",
-            "[::1:0",
-            "[::1:80",
-            "::1:80",
-            "a]:1",
-        ] {
+        for bad in ["nope", "1.2.3.4:99999", "unix:", "fd://x", "host:port", "[::1:0", "[::1:80", "::1:80", "a]:1"] {
             let msg = parse_bind(bad).unwrap_err().to_string();
             assert!(msg.contains(bad), "{msg}");
         }
@@ -436,13 +395,7 @@ mod tests {
 
     #[test]
     fn errors_are_one_line() {
-        for args in [
-            &["--bogus", "x"][..],
-            &["-w", "zero", "x"],
-            &["-w", "0", "x"],
-            &["--env", "NOEQ", "x"],
-            &[],
-        ] {
+        for args in [&["--bogus", "x"][..], &["-w", "zero", "x"], &["-w", "0", "x"], &["--env", "NOEQ", "x"], &[]] {
             let msg = parse(args).unwrap_err().to_string();
             assert!(!msg.contains('\n'), "{msg:?}");
         }

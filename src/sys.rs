@@ -48,11 +48,7 @@ pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    let flags = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
+    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
     // SAFETY: as above.
     if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
         return Err(io::Error::last_os_error());
@@ -88,10 +84,7 @@ pub fn send_with_fd(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: Option<RawFd>
 /// Like [`send_with_fd`], with up to [`MAX_FDS`] descriptors attached.
 pub fn send_with_fds(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: &[RawFd]) -> io::Result<usize> {
     if pass.len() > MAX_FDS {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "too many descriptors for one message",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for one message"));
     }
     // u64 elements keep the control buffer aligned for cmsghdr.
     let mut control = [0u64; 8];
@@ -135,10 +128,7 @@ pub fn send_with_fds(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: &[RawFd]) ->
 /// silent truncation.
 pub fn recv_with_fds(fd: &impl AsRawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
     let mut control = [0u64; 8];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -192,10 +182,7 @@ pub fn recv_into(fd: &impl AsRawFd, buf: &mut bytes::BytesMut, fds: &mut Vec<Own
 pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the descriptor's flags.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("descriptor {fd} is not open"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is not open")));
     }
     // SAFETY: the descriptor is open and was handed to this process to own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -280,11 +267,7 @@ pub fn set_recv_timeout(fd: &impl AsRawFd, timeout: std::time::Duration) -> io::
 
 /// Resident memory of process `pid` (or this process for 0), in bytes.
 pub fn resident_bytes(pid: u32) -> io::Result<u64> {
-    let path = if pid == 0 {
-        "/proc/self/statm".to_string()
-    } else {
-        format!("/proc/{pid}/statm")
-    };
+    let path = if pid == 0 { "/proc/self/statm".to_string() } else { format!("/proc/{pid}/statm") };
     let statm = std::fs::read_to_string(path)?;
     let pages: u64 = statm
         .split_whitespace()
@@ -338,26 +321,15 @@ pub fn inherited_listener(fd: RawFd) -> io::Result<Inherited> {
         let mut value: libc::c_int = 0;
         let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `value` and `len` are valid for getsockopt to write.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
+        let rc =
+            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut value as *mut libc::c_int).cast(), &mut len) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(value)
     };
-    let not_listening = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("descriptor {fd} is not a listening socket"),
-        )
-    };
+    let not_listening =
+        || io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is not a listening socket"));
     let domain = get(libc::SO_DOMAIN).map_err(|_| not_listening())?;
     if get(libc::SO_ACCEPTCONN)? == 0 || get(libc::SO_TYPE)? != libc::SOCK_STREAM {
         return Err(not_listening());
@@ -406,9 +378,7 @@ mod tests {
         assert_eq!(&buf[..3], b"one");
         assert_eq!(fds.len(), 1);
         let mut got = String::new();
-        std::fs::File::from(fds.pop().unwrap())
-            .read_to_string(&mut got)
-            .unwrap();
+        std::fs::File::from(fds.pop().unwrap()).read_to_string(&mut got).unwrap();
         assert_eq!(got, "payload");
 
         assert_eq!(recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 3);

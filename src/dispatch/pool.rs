@@ -42,11 +42,7 @@ pub struct WorkerLink {
 
 impl WorkerLink {
     pub fn new(pid: u32, pool: &Pool) -> WorkerLink {
-        let link = WorkerLink {
-            pid,
-            last_seen: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-        };
+        let link = WorkerLink { pid, last_seen: AtomicU64::new(0), served: AtomicU64::new(0) };
         link.seen(pool);
         link
     }
@@ -161,28 +157,13 @@ impl Pool {
         wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf)
             .map_err(|e| DispatchError::Internal(e.to_string()))?;
         let (tx, rx) = mpsc::channel(REPLY_CHANNEL);
-        self.lock().insert(
-            id,
-            Pending {
-                replies: tx,
-                label,
-                worker: None,
-            },
-        );
+        self.lock().insert(id, Pending { replies: tx, label, worker: None });
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        if let Err((_, e)) = queue.send(Job {
-            id,
-            frame: buf.freeze(),
-            body,
-        }) {
+        if let Err((_, e)) = queue.send(Job { id, frame: buf.freeze(), body }) {
             self.fail(id, DispatchError::Internal(e.to_string()));
             return Err(DispatchError::Internal(format!("queueing request: {e}")));
         }
-        Ok(Call {
-            id,
-            replies: rx,
-            pool: Arc::clone(self),
-        })
+        Ok(Call { id, replies: rx, pool: Arc::clone(self) })
     }
 
     /// Requests pending (queued or running).
@@ -197,10 +178,7 @@ impl Pool {
             .values()
             .filter_map(|p| {
                 let (worker, took_at) = p.worker.as_ref()?;
-                Some((
-                    worker.pid,
-                    (p.label.clone(), Duration::from_millis(now.saturating_sub(*took_at))),
-                ))
+                Some((worker.pid, (p.label.clone(), Duration::from_millis(now.saturating_sub(*took_at)))))
             })
             .collect()
     }
@@ -236,10 +214,8 @@ impl Pool {
             if now.saturating_sub(last) <= limit {
                 return true;
             }
-            let _ = p.replies.try_send(Reply::Failed(DispatchError::Timeout {
-                pid: worker.pid,
-                secs: timeout.as_secs(),
-            }));
+            let _ =
+                p.replies.try_send(Reply::Failed(DispatchError::Timeout { pid: worker.pid, secs: timeout.as_secs() }));
             hung.push((worker.pid, p.label.clone()));
             false
         });

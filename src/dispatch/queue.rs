@@ -52,13 +52,7 @@ impl Queue {
         let (jobs, rx) = mpsc::unbounded_channel();
         let queued_jobs = Arc::new(AtomicUsize::new(0));
         tokio::spawn(feed(Arc::clone(&socket), rx, Arc::clone(&queued_jobs), refused));
-        Ok(Queue {
-            generation,
-            worker_end,
-            socket,
-            jobs,
-            queued_jobs,
-        })
+        Ok(Queue { generation, worker_end, socket, jobs, queued_jobs })
     }
 
     /// The descriptor a new worker of this generation reads requests from.

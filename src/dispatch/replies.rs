@@ -39,10 +39,7 @@ pub async fn read_replies(
     };
     for (id, replies) in running {
         if let Some(replies) = replies {
-            let err = DispatchError::WorkerDied {
-                pid: link.pid,
-                why: why.clone(),
-            };
+            let err = DispatchError::WorkerDied { pid: link.pid, why: why.clone() };
             let _ = replies.send(Reply::Failed(err)).await;
         }
         pool.forget(id);
@@ -106,11 +103,7 @@ async fn pump(
                 Message::ResponseHead(head) => Reply::Head(head),
                 Message::Body(data) => Reply::Body(data),
                 Message::File { offset, len } => match fds.pop_front() {
-                    Some(fd) => Reply::File {
-                        file: fd.into(),
-                        offset,
-                        len,
-                    },
+                    Some(fd) => Reply::File { file: fd.into(), offset, len },
                     None => return LinkEnd::Broken("file frame without a descriptor".into()),
                 },
                 Message::End => Reply::End,

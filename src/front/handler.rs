@@ -73,12 +73,7 @@ impl Front {
         let head = match call.next().await {
             Reply::Head(head) => head,
             Reply::Failed(err) => return Ok(failure(&label, err)),
-            _ => {
-                return Ok(failure(
-                    &label,
-                    DispatchError::Internal("reply before response head".into()),
-                ))
-            }
+            _ => return Ok(failure(&label, DispatchError::Internal("reply before response head".into()))),
         };
         let app_head = match response::convert_head(head) {
             Ok(h) => h,
@@ -95,10 +90,7 @@ impl Front {
                 Err(err) => return Ok(failure(&label, err)),
             }
         };
-        Ok(app_head
-            .response
-            .body(body)
-            .unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR)))
+        Ok(app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR)))
     }
 
     /// The request as a worker will see it.
@@ -123,10 +115,7 @@ impl Front {
             if name.as_str().contains('_') || name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
                 continue;
             }
-            headers.push((
-                Bytes::copy_from_slice(name.as_str().as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            ));
+            headers.push((Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes())));
         }
         // The body has been read in full, so its length is known even if the
         // client sent it chunked.
@@ -210,14 +199,10 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
     );
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(text))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         // The body was not read; the connection can't carry another request.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
     response
 }

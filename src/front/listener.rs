@@ -33,11 +33,7 @@ impl Listener {
                 Ok(addr) => format!("http://{addr}"),
                 Err(_) => "http://?".into(),
             },
-            Listener::Unix(l, _) => match l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()))
-            {
+            Listener::Unix(l, _) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf())) {
                 Some(path) => format!("unix:{}", path.display()),
                 None => "unix:?".into(),
             },
@@ -56,20 +52,13 @@ impl Listener {
 /// Binds every address, failing on the first that can't be bound.
 /// Must be called inside the runtime.
 pub fn bind_all(binds: &[Bind]) -> anyhow::Result<Vec<Listener>> {
-    binds
-        .iter()
-        .map(|b| bind(b).with_context(|| format!("cannot listen on {b}")))
-        .collect()
+    binds.iter().map(|b| bind(b).with_context(|| format!("cannot listen on {b}"))).collect()
 }
 
 fn bind(bind: &Bind) -> anyhow::Result<Listener> {
     match bind {
         Bind::Tcp(addr) => {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
+            let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
             socket.set_reuseaddr(true)?;
             socket.bind(*addr)?;
             Ok(Listener::Tcp(socket.listen(2048)?))
@@ -84,10 +73,7 @@ fn bind(bind: &Bind) -> anyhow::Result<Listener> {
             }
             let std_listener = std::os::unix::net::UnixListener::bind(path)?;
             std_listener.set_nonblocking(true)?;
-            Ok(Listener::Unix(
-                UnixListener::from_std(std_listener)?,
-                Some(path.clone()),
-            ))
+            Ok(Listener::Unix(UnixListener::from_std(std_listener)?, Some(path.clone())))
         }
         Bind::Fd(fd) => from_inherited(*fd),
     }

@@ -76,9 +76,7 @@ pub async fn read(mut body: Incoming, max: u64, spill_above: usize) -> Result<Re
         }
         mem.extend_from_slice(&data);
         if mem.len() > spill_above {
-            let mut file = tokio::task::spawn_blocking(tempfile::tempfile)
-                .await
-                .map_err(std::io::Error::other)??;
+            let mut file = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(std::io::Error::other)??;
             file.write_all(&mem)?;
             spill = Some((tokio::fs::File::from_std(file), mem.len() as u64));
             mem = BytesMut::new();

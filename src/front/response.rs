@@ -138,11 +138,7 @@ pub fn body(
                 let mut spool = Spool::new(memory_limit);
                 spool.queue.extend(pieces.into_iter().map(Segment::Mem));
                 spool.mem = size;
-                spool.queue.push_back(Segment::File {
-                    file: Arc::new(file),
-                    offset,
-                    len,
-                });
+                spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
                 return Ok(spawn_pump(call, spool, streaming, label));
             }
             None => break,
@@ -230,11 +226,7 @@ async fn pump(
 
 enum Segment {
     Mem(Bytes),
-    File {
-        file: Arc<std::fs::File>,
-        offset: u64,
-        len: u64,
-    },
+    File { file: Arc<std::fs::File>, offset: u64, len: u64 },
 }
 
 /// Response bytes received from the worker and not yet sent to the client.
@@ -249,12 +241,7 @@ struct Spool {
 
 impl Spool {
     fn new(limit: usize) -> Spool {
-        Spool {
-            queue: VecDeque::new(),
-            mem: 0,
-            limit,
-            disk: None,
-        }
+        Spool { queue: VecDeque::new(), mem: 0, limit, disk: None }
     }
 
     async fn push(&mut self, data: Bytes) -> io::Result<()> {
@@ -264,24 +251,14 @@ impl Spool {
             return Ok(());
         }
         if self.disk.is_none() {
-            let file = tokio::task::spawn_blocking(tempfile::tempfile)
-                .await
-                .map_err(io::Error::other)??;
+            let file = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(io::Error::other)??;
             self.disk = Some((Arc::new(file), 0));
         }
-        let Some((file, end)) = &mut self.disk else {
-            unreachable!("created above")
-        };
+        let Some((file, end)) = &mut self.disk else { unreachable!("created above") };
         let (writer, at, len) = (Arc::clone(file), *end, data.len() as u64);
-        tokio::task::spawn_blocking(move || writer.write_all_at(&data, at))
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || writer.write_all_at(&data, at)).await.map_err(io::Error::other)??;
         *end += len;
-        self.queue.push_back(Segment::File {
-            file: Arc::clone(file),
-            offset: at,
-            len,
-        });
+        self.queue.push_back(Segment::File { file: Arc::clone(file), offset: at, len });
         Ok(())
     }
 
@@ -304,18 +281,11 @@ impl Spool {
                 .await
                 .map_err(io::Error::other)??;
                 if chunk.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shorter than announced",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
                 }
                 let n = chunk.len() as u64;
                 if n < len {
-                    self.queue.push_front(Segment::File {
-                        file,
-                        offset: offset + n,
-                        len: len - n,
-                    });
+                    self.queue.push_front(Segment::File { file, offset: offset + n, len: len - n });
                 }
                 Ok(Bytes::from(chunk))
             }

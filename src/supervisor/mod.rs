@@ -206,10 +206,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     for listener in &listeners {
         tracing::info!("listening on {}", listener.url());
     }
-    let front = Arc::new(Front {
-        config: Arc::clone(&config),
-        pool: Arc::clone(&pool),
-    });
+    let front = Arc::new(Front { config: Arc::clone(&config), pool: Arc::clone(&pool) });
     front::serve(listeners, front, stop_rx);
     if config.reload {
         sup.watch_files();
@@ -233,17 +230,11 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     let _ = stop_tx.send(true);
     let mut grace = TERM_GRACE;
     if graceful {
-        tracing::info!(
-            "stopping: finishing in-flight requests (up to {}s)",
-            config.graceful_timeout.as_secs()
-        );
+        tracing::info!("stopping: finishing in-flight requests (up to {}s)", config.graceful_timeout.as_secs());
         let deadline = tokio::time::Instant::now() + config.graceful_timeout;
         while sup.pool.in_flight() > 0 {
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    "{} requests still in flight after --graceful-timeout",
-                    sup.pool.in_flight()
-                );
+                tracing::warn!("{} requests still in flight after --graceful-timeout", sup.pool.in_flight());
                 grace = Duration::ZERO;
                 break;
             }
@@ -313,10 +304,7 @@ impl Supervisor {
 
     fn boot_failure(&self, who: &str, status: Option<ExitStatus>) -> i32 {
         if status.and_then(|s| s.code()) == Some(APP_LOAD_ERROR) {
-            tracing::error!(
-                "failed to load application '{}' (see the traceback above)",
-                self.config.app.target
-            );
+            tracing::error!("failed to load application '{}' (see the traceback above)", self.config.app.target);
             APP_LOAD_ERROR
         } else {
             tracing::error!("{who} failed to boot: {}", describe(status));
@@ -361,12 +349,7 @@ impl Supervisor {
                 let _ = events.send(Event::Ready { pid, version });
             }
         });
-        let worker = Worker {
-            generation,
-            state: State::Booting,
-            started: Instant::now(),
-            link,
-        };
+        let worker = Worker { generation, state: State::Booting, started: Instant::now(), link };
         self.workers.insert(pid, worker);
         tracing::debug!("started worker {pid} (generation {generation})");
     }
@@ -401,11 +384,7 @@ impl Supervisor {
         if w.state == State::Booting {
             w.state = State::Ready;
         }
-        tracing::info!(
-            "worker {pid} ready in {} ms (generation {})",
-            w.started.elapsed().as_millis(),
-            w.generation
-        );
+        tracing::info!("worker {pid} ready in {} ms (generation {})", w.started.elapsed().as_millis(), w.generation);
         let generation = w.generation;
         let Some(reload) = &mut self.reload else { return };
         if reload.generation == generation {
@@ -480,11 +459,8 @@ impl Supervisor {
     /// Workers of the current generation that are not on their way out.
     fn live(&self) -> usize {
         let forking = self.pending_forks.get(&self.generation).map_or(0, VecDeque::len);
-        let running = self
-            .workers
-            .values()
-            .filter(|w| w.generation == self.generation && w.state != State::Draining)
-            .count();
+        let running =
+            self.workers.values().filter(|w| w.generation == self.generation && w.state != State::Draining).count();
         forking + running
     }
 
@@ -525,10 +501,7 @@ impl Supervisor {
             w.state = State::Draining;
             // The worker finishes its current request, then exits.
             let _ = sys::kill(*pid, libc::SIGTERM);
-            tracing::info!(
-                "TTOU: going to {} workers; worker {pid} stops after its current request",
-                self.target
-            );
+            tracing::info!("TTOU: going to {} workers; worker {pid} stops after its current request", self.target);
         }
     }
 

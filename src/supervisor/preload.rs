@@ -81,10 +81,7 @@ fn read_control(control: OwnedFd, generation: u64, events: mpsc::UnboundedSender
         let event = match parse(&buf[..n], generation) {
             Some(event) => event,
             None => {
-                tracing::error!(
-                    "template of generation {generation} said {:?}",
-                    String::from_utf8_lossy(&buf[..n])
-                );
+                tracing::error!("template of generation {generation} said {:?}", String::from_utf8_lossy(&buf[..n]));
                 continue;
             }
         };
@@ -99,14 +96,10 @@ fn parse(message: &[u8], generation: u64) -> Option<Event> {
     let mut words = text.split_whitespace();
     match (words.next()?, words.next(), words.next()) {
         ("ready", None, None) => Some(Event::TemplateReady { generation }),
-        ("forked", Some(pid), None) => Some(Event::Forked {
-            generation,
-            pid: pid.parse().ok()?,
-        }),
-        ("exited", Some(pid), Some(status)) => Some(Event::Exited {
-            pid: pid.parse().ok()?,
-            status: Some(ExitStatus::from_raw(status.parse().ok()?)),
-        }),
+        ("forked", Some(pid), None) => Some(Event::Forked { generation, pid: pid.parse().ok()? }),
+        ("exited", Some(pid), Some(status)) => {
+            Some(Event::Exited { pid: pid.parse().ok()?, status: Some(ExitStatus::from_raw(status.parse().ok()?)) })
+        }
         _ => None,
     }
 }
@@ -117,36 +110,17 @@ mod tests {
 
     #[test]
     fn reports_parse() {
-        assert!(matches!(
-            parse(b"ready", 3),
-            Some(Event::TemplateReady { generation: 3 })
-        ));
-        assert!(matches!(
-            parse(b"forked 42", 3),
-            Some(Event::Forked { generation: 3, pid: 42 })
-        ));
+        assert!(matches!(parse(b"ready", 3), Some(Event::TemplateReady { generation: 3 })));
+        assert!(matches!(parse(b"forked 42", 3), Some(Event::Forked { generation: 3, pid: 42 })));
         match parse(b"exited 42 256", 1) {
-            Some(Event::Exited {
-                pid: 42,
-                status: Some(s),
-            }) => assert_eq!(s.code(), Some(1)),
+            Some(Event::Exited { pid: 42, status: Some(s) }) => assert_eq!(s.code(), Some(1)),
             _ => panic!("exited did not parse"),
         }
         match parse(b"exited 7 9", 1) {
-            Some(Event::Exited {
-                pid: 7,
-                status: Some(s),
-            }) => assert_eq!(s.signal(), Some(9)),
+            Some(Event::Exited { pid: 7, status: Some(s) }) => assert_eq!(s.signal(), Some(9)),
             _ => panic!("exited did not parse"),
         }
-        for bad in [
-            &b"forked"[..],
-            b"forked x",
-            b"exited 1",
-            b"hello",
-            b"\xff",
-            b"ready now",
-        ] {
+        for bad in [&b"forked"[..], b"forked x", b"exited 1", b"hello", b"\xff", b"ready now"] {
             assert!(parse(bad, 1).is_none(), "{bad:?}");
         }
     }

@@ -35,15 +35,8 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::info!(
-            "{why}: reloading, booting {} workers of generation {generation}",
-            self.target
-        );
-        self.reload = Some(Reload {
-            generation,
-            queue: Arc::clone(&queue),
-            ready: 0,
-        });
+        tracing::info!("{why}: reloading, booting {} workers of generation {generation}", self.target);
+        self.reload = Some(Reload { generation, queue: Arc::clone(&queue), ready: 0 });
         if self.config.preload {
             // Workers are forked once the new template has imported the app.
             match preload::Template::start(&self.config, generation, &self.events_tx) {
@@ -76,19 +69,12 @@ impl Supervisor {
         }
         self.quick_deaths = 0;
         self.retire_idle_templates();
-        tracing::info!(
-            "reload complete: generation {} serving, generation {old} draining",
-            self.generation
-        );
+        tracing::info!("reload complete: generation {} serving, generation {old} draining", self.generation);
     }
 
     pub(super) fn abort_reload(&mut self, why: &str) {
         let Some(reload) = self.reload.take() else { return };
-        for (pid, w) in self
-            .workers
-            .iter_mut()
-            .filter(|(_, w)| w.generation == reload.generation)
-        {
+        for (pid, w) in self.workers.iter_mut().filter(|(_, w)| w.generation == reload.generation) {
             w.state = State::Draining;
             let _ = sys::kill(*pid, libc::SIGKILL);
         }
@@ -104,9 +90,7 @@ impl Supervisor {
         let events = self.events_tx.clone();
         tracing::info!("--reload: watching Python files under {}", roots[0].display());
         tokio::spawn(watch::watch(roots, move |path| {
-            events
-                .send(Event::Reload(format!("{} changed", path.display())))
-                .is_ok()
+            events.send(Event::Reload(format!("{} changed", path.display()))).is_ok()
         }));
     }
 
@@ -136,15 +120,8 @@ impl Supervisor {
             .get(&queue.generation)
             .ok_or_else(|| std::io::Error::other("no template for this generation"))?;
         let (front_end, worker_end) = sys::socketpair(sys::PairKind::Stream)?;
-        template.fork(
-            queue.worker_end(),
-            &worker_end,
-            super::spawn::max_requests(&self.config),
-        )?;
-        self.pending_forks
-            .entry(queue.generation)
-            .or_default()
-            .push_back(front_end);
+        template.fork(queue.worker_end(), &worker_end, super::spawn::max_requests(&self.config))?;
+        self.pending_forks.entry(queue.generation).or_default().push_back(front_end);
         Ok(())
     }
 
@@ -203,10 +180,7 @@ impl Supervisor {
             };
             self.abort_reload(&why);
         } else if generation == self.generation {
-            tracing::error!(
-                "the --preload template exited ({}); starting a new generation",
-                describe(status)
-            );
+            tracing::error!("the --preload template exited ({}); starting a new generation", describe(status));
             self.start_reload("template lost");
         }
     }
@@ -214,11 +188,8 @@ impl Supervisor {
     /// A forked worker whose template is gone can't be reaped by us; its
     /// closed reply socket is the last we hear of it.
     pub(super) fn on_link_closed(&mut self, pid: u32) {
-        let orphan = self.config.preload
-            && self
-                .workers
-                .get(&pid)
-                .is_some_and(|w| !self.templates.contains_key(&w.generation));
+        let orphan =
+            self.config.preload && self.workers.get(&pid).is_some_and(|w| !self.templates.contains_key(&w.generation));
         if orphan {
             self.on_exit(pid, None);
         }

@@ -64,9 +64,7 @@ fn command(config: &Config, inherit: &[RawFd]) -> tokio::process::Command {
             cmd.arg("--pythonpath").arg(joined);
         }
     }
-    cmd.envs(config.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .kill_on_drop(false);
+    cmd.envs(config.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).kill_on_drop(false);
     let inherit = inherit.to_vec();
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe calls (fcntl, prctl) on plain integers.
@@ -84,9 +82,7 @@ fn command(config: &Config, inherit: &[RawFd]) -> tokio::process::Command {
 
 fn run(mut cmd: tokio::process::Command) -> std::io::Result<Started> {
     let child = cmd.spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| std::io::Error::other("process exited at once"))?;
+    let pid = child.id().ok_or_else(|| std::io::Error::other("process exited at once"))?;
     Ok(Started { child, pid })
 }
 
@@ -98,11 +94,7 @@ fn jitter(max: u64) -> u64 {
     }
     // RandomState is seeded randomly per process and per instance.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     hasher.finish() % (max + 1)
 }

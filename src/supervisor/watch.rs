@@ -79,10 +79,7 @@ fn walk(dir: &Path, found: &mut Snapshot) {
 /// Directories that hold no app code worth reloading for.
 fn skipped_dir(name: &str) -> bool {
     name.starts_with('.')
-        || matches!(
-            name,
-            "__pycache__" | "site-packages" | "node_modules" | "venv" | "env" | "target"
-        )
+        || matches!(name, "__pycache__" | "site-packages" | "node_modules" | "venv" | "env" | "target")
 }
 
 #[cfg(test)]
@@ -99,10 +96,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("pkg")).unwrap();
         std::fs::write(dir.path().join("pkg/mod.py"), "").unwrap();
         let snap = scan(&[dir.path().to_path_buf()]);
-        let mut names: Vec<_> = snap
-            .keys()
-            .map(|p| p.strip_prefix(dir.path()).unwrap().to_path_buf())
-            .collect();
+        let mut names: Vec<_> = snap.keys().map(|p| p.strip_prefix(dir.path()).unwrap().to_path_buf()).collect();
         names.sort();
         assert_eq!(names, vec![PathBuf::from("app.py"), PathBuf::from("pkg/mod.py")]);
     }

@@ -117,10 +117,7 @@ fn kind_of(message: &Message) -> u8 {
 
 fn decode_message(kind: u8, p: &mut Bytes) -> Result<Message, WireError> {
     Ok(match kind {
-        KIND_READY => Message::Ready {
-            version: get_u16(p, "ready version")?,
-            pid: get_u32(p, "ready pid")?,
-        },
+        KIND_READY => Message::Ready { version: get_u16(p, "ready version")?, pid: get_u32(p, "ready pid")? },
         KIND_REQUEST => Message::Request(Box::new(decode_request(p)?)),
         KIND_TOOK => Message::Took,
         KIND_RESPONSE_HEAD => Message::ResponseHead(ResponseHead {
@@ -129,10 +126,7 @@ fn decode_message(kind: u8, p: &mut Bytes) -> Result<Message, WireError> {
             headers: get_headers(p)?,
         }),
         KIND_BODY => Message::Body(p.split_to(p.len())),
-        KIND_FILE => Message::File {
-            offset: get_u64(p, "file offset")?,
-            len: get_u64(p, "file length")?,
-        },
+        KIND_FILE => Message::File { offset: get_u64(p, "file offset")?, len: get_u64(p, "file length")? },
         KIND_END => Message::End,
         KIND_ERROR => {
             let text = p.split_to(p.len());
@@ -191,9 +185,7 @@ fn decode_request(p: &mut Bytes) -> Result<RequestHead, WireError> {
     let headers = get_headers(p)?;
     let body = match get_u8(p, "body kind")? {
         0 => BodyRef::Inline(get_bytes(p, "body")?),
-        1 => BodyRef::Fd {
-            len: get_u64(p, "body length")?,
-        },
+        1 => BodyRef::Fd { len: get_u64(p, "body length")? },
         _ => return Err(WireError::Invalid("body kind")),
     };
     Ok(RequestHead {
@@ -321,13 +313,7 @@ mod tests {
             }),
         ));
         round_trip(Frame::new(7, Message::Body(Bytes::from_static(b"abc"))));
-        round_trip(Frame::new(
-            7,
-            Message::File {
-                offset: 10,
-                len: 1 << 40,
-            },
-        ));
+        round_trip(Frame::new(7, Message::File { offset: 10, len: 1 << 40 }));
         round_trip(Frame::new(7, Message::End));
         round_trip(Frame::new(7, Message::Error("boom".into())));
     }
@@ -394,14 +380,7 @@ mod tests {
     fn header_count_larger_than_payload_is_refused() {
         let mut buf = BytesMut::new();
         encode(
-            &Frame::new(
-                1,
-                Message::ResponseHead(ResponseHead {
-                    status: 200,
-                    reason: Bytes::new(),
-                    headers: vec![],
-                }),
-            ),
+            &Frame::new(1, Message::ResponseHead(ResponseHead { status: 200, reason: Bytes::new(), headers: vec![] })),
             &mut buf,
         )
         .unwrap();
@@ -414,10 +393,7 @@ mod tests {
     fn encoding_an_oversized_frame_fails_and_leaves_the_buffer_as_it_was() {
         let mut buf = BytesMut::from(&b"keep"[..]);
         let big = Bytes::from(vec![0u8; MAX_FRAME + 1]);
-        assert!(matches!(
-            encode(&Frame::new(1, Message::Body(big)), &mut buf),
-            Err(WireError::TooLarge(_))
-        ));
+        assert!(matches!(encode(&Frame::new(1, Message::Body(big)), &mut buf), Err(WireError::TooLarge(_))));
         assert_eq!(&buf[..], b"keep");
     }
 

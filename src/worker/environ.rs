@@ -87,10 +87,7 @@ pub fn build<'py>(
             _ => {
                 let mut key = Vec::with_capacity(name.len() + 5);
                 key.extend_from_slice(b"HTTP_");
-                key.extend(
-                    name.iter()
-                        .map(|&b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }),
-                );
+                key.extend(name.iter().map(|&b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }));
                 latin1(py, &key)
             }
         };
@@ -110,9 +107,7 @@ pub fn build<'py>(
         (BodyRef::Fd { .. }, Some(fd)) => shared.open.call1(py, (fd.into_raw_fd(), "rb"))?,
         (BodyRef::Inline(data), _) => shared.bytes_io.call1(py, (pyo3::types::PyBytes::new(py, data),))?,
         (BodyRef::Fd { .. }, None) => {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "request body descriptor missing",
-            ))
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("request body descriptor missing"))
         }
     };
     env.set_item(intern!(py, "wsgi.input"), input)?;

@@ -37,10 +37,7 @@ impl FileWrapper {
     #[new]
     #[pyo3(signature = (filelike, blksize = 8192))]
     fn new(filelike: PyObject, blksize: usize) -> FileWrapper {
-        FileWrapper {
-            filelike,
-            blksize: blksize.max(1),
-        }
+        FileWrapper { filelike, blksize: blksize.max(1) }
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -114,24 +111,14 @@ pub fn serve(
     sys::set_recv_timeout(&requests, IDLE_WAKE)?;
     sys::catch_stop_signal()?;
     let sink = Arc::new(Sink::new(replies));
-    sink.send(
-        py,
-        0,
-        Message::Ready {
-            version: wire::VERSION,
-            pid: std::process::id(),
-        },
-    )?;
+    sink.send(py, 0, Message::Ready { version: wire::VERSION, pid: std::process::id() })?;
     let threads = threads.max(1);
     let worker = Arc::new(Worker {
         app,
         shared: environ::Shared::new(py)?,
         requests,
         sink,
-        limits: Limits {
-            max_requests,
-            max_memory,
-        },
+        limits: Limits { max_requests, max_memory },
         multithread: threads > 1,
         served: AtomicU64::new(0),
         retiring: AtomicBool::new(false),
@@ -178,12 +165,7 @@ fn run_loop(py: Python<'_>, worker: &Worker) -> PyResult<()> {
                 return Ok(());
             }
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock) => {
                 py.check_signals()?;
                 continue;
             }
@@ -215,10 +197,7 @@ fn run_loop(py: Python<'_>, worker: &Worker) -> PyResult<()> {
 
 /// Why the worker should stop after `served` requests, if it should.
 fn retire_reason(worker: &Worker, served: u64) -> Option<String> {
-    let Limits {
-        max_requests,
-        max_memory,
-    } = worker.limits;
+    let Limits { max_requests, max_memory } = worker.limits;
     if max_requests > 0 && served >= max_requests {
         return Some(format!("served {served} requests (--max-requests)"));
     }
@@ -250,11 +229,7 @@ fn handle(py: Python<'_>, worker: &Worker, id: u64, head: &RequestHead, body_fd:
     let mut responder = responder.borrow_mut();
     let outcome = outcome.and_then(|()| responder.finish(py));
     if let Err(err) = outcome {
-        let label = format!(
-            "{} {}",
-            String::from_utf8_lossy(&head.method),
-            String::from_utf8_lossy(&head.path)
-        );
+        let label = format!("{} {}", String::from_utf8_lossy(&head.method), String::from_utf8_lossy(&head.path));
         eprintln!("[tandem worker {}] error handling request {label}:", std::process::id());
         err.display(py);
         let summary = err.to_string();

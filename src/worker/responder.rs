@@ -30,9 +30,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(fd: OwnedFd) -> Sink {
-        Sink {
-            stream: Mutex::new(UnixStream::from(fd)),
-        }
+        Sink { stream: Mutex::new(UnixStream::from(fd)) }
     }
 
     /// Writes whole frames, with the GIL released.
@@ -133,15 +131,9 @@ impl Responder {
             return Ok(());
         }
         let Some((status, reason)) = self.status.clone() else {
-            return Err(PyAssertionError::new_err(
-                "the app returned a body before calling start_response",
-            ));
+            return Err(PyAssertionError::new_err("the app returned a body before calling start_response"));
         };
-        let head = ResponseHead {
-            status,
-            reason,
-            headers: std::mem::take(&mut self.headers),
-        };
+        let head = ResponseHead { status, reason, headers: std::mem::take(&mut self.headers) };
         self.push(Message::ResponseHead(head))?;
         self.head_sent = true;
         Ok(())
@@ -250,9 +242,7 @@ impl Responder {
                 }
                 Some(_) => {}
                 None if this.status.is_some() => {
-                    return Err(PyAssertionError::new_err(
-                        "start_response called a second time without exc_info",
-                    ));
+                    return Err(PyAssertionError::new_err("start_response called a second time without exc_info"));
                 }
                 None => {}
             }
@@ -292,9 +282,7 @@ impl Responder {
 
     /// The legacy write() callable of PEP 3333.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let data = data
-            .downcast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        let data = data.downcast::<PyBytes>().map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
         self.write_body(py, data.as_bytes())
     }
 }
@@ -338,9 +326,7 @@ fn check_header(name: &[u8], value: &[u8]) -> PyResult<()> {
         return Err(PyValueError::new_err(format!("invalid response header name {shown:?}")));
     }
     if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(PyValueError::new_err(format!(
-            "invalid response header {shown:?}: value contains CR, LF or NUL"
-        )));
+        return Err(PyValueError::new_err(format!("invalid response header {shown:?}: value contains CR, LF or NUL")));
     }
     if value.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
         return Err(PyValueError::new_err(format!(
