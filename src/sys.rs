@@ -289,6 +289,16 @@ pub fn shutdown(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Bytes sent on `fd` that no receiver has read yet (`SIOCOUTQ`).
+pub fn unread_sent_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int into `value`.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut value) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value.max(0) as usize)
+}
+
 /// Sends signal `sig` to process `pid`.
 pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill takes plain integers.

@@ -33,6 +33,7 @@ pub enum Reply {
 #[derive(Debug)]
 pub struct WorkerLink {
     pub pid: u32,
+    pub generation: u64,
     /// Milliseconds since the pool started at which the worker last sent a
     /// frame; a busy worker silent for longer than the timeout is hung.
     last_seen: AtomicU64,
@@ -41,8 +42,8 @@ pub struct WorkerLink {
 }
 
 impl WorkerLink {
-    pub fn new(pid: u32, pool: &Pool) -> WorkerLink {
-        let link = WorkerLink { pid, last_seen: AtomicU64::new(0), served: AtomicU64::new(0) };
+    pub fn new(pid: u32, generation: u64, pool: &Pool) -> WorkerLink {
+        let link = WorkerLink { pid, generation, last_seen: AtomicU64::new(0), served: AtomicU64::new(0) };
         link.seen(pool);
         link
     }
@@ -66,6 +67,13 @@ struct Pending {
     /// Method and path, for log lines about this request.
     label: String,
     worker: Option<(Arc<WorkerLink>, u64)>,
+    /// The generation whose queue it was put in, and when (ms).
+    generation: u64,
+    queued_at: u64,
+    /// The frame, kept until a worker says `Took`, to queue it again if the
+    /// worker that read it died first. `None` when the body travels as a
+    /// descriptor (which went with the dead worker).
+    frame: Option<Bytes>,
 }
 
 /// One app's workers, seen from the front: a FIFO queue in, replies out.
@@ -79,6 +87,11 @@ pub struct Pool {
     current: RwLock<Option<Arc<Queue>>>,
     refused: mpsc::UnboundedSender<Refused>,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Each generation's queue, while it is alive.
+    queues: Mutex<HashMap<u64, std::sync::Weak<Queue>>>,
+    /// The highest request id each generation's workers have taken: the
+    /// queue is FIFO, so every request queued before it has been read.
+    max_taken: Mutex<HashMap<u64, u64>>,
     /// Requests submitted but not yet taken by a worker.
     waiting: AtomicUsize,
     backlog: usize,
@@ -92,10 +105,13 @@ impl Pool {
     pub fn new(backlog: usize) -> std::io::Result<Arc<Pool>> {
         let (refused, mut refusals) = mpsc::unbounded_channel::<Refused>();
         let first = Arc::new(Queue::new(1, refused.clone())?);
+        let first_weak = Arc::downgrade(&first);
         let pool = Arc::new(Pool {
             current: RwLock::new(Some(first)),
             refused,
             pending: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::from([(1, first_weak)])),
+            max_taken: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             backlog,
             next_id: AtomicU64::new(1),
@@ -122,7 +138,11 @@ impl Pool {
     /// A queue for the next generation of workers; requests go to it only
     /// after [`Pool::switch`].
     pub fn next_queue(&self, generation: u64) -> std::io::Result<Arc<Queue>> {
-        Ok(Arc::new(Queue::new(generation, self.refused.clone())?))
+        let queue = Arc::new(Queue::new(generation, self.refused.clone())?);
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.retain(|_, q| q.strong_count() > 0);
+        queues.insert(generation, Arc::downgrade(&queue));
+        Ok(queue)
     }
 
     /// Sends new requests to `queue` from now on. The old queue closes once
@@ -157,9 +177,18 @@ impl Pool {
         wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf)
             .map_err(|e| DispatchError::Internal(e.to_string()))?;
         let (tx, rx) = mpsc::channel(REPLY_CHANNEL);
-        self.lock().insert(id, Pending { replies: tx, label, worker: None });
+        let frame = buf.freeze();
+        let pending = Pending {
+            replies: tx,
+            label,
+            worker: None,
+            generation: queue.generation,
+            queued_at: self.now_ms(),
+            frame: body.is_none().then(|| frame.clone()),
+        };
+        self.lock().insert(id, pending);
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        if let Err((_, e)) = queue.send(Job { id, frame: buf.freeze(), body }) {
+        if let Err((_, e)) = queue.send(Job { id, frame, body }) {
             self.fail(id, DispatchError::Internal(e.to_string()));
             return Err(DispatchError::Internal(format!("queueing request: {e}")));
         }
@@ -188,9 +217,74 @@ impl Pool {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let now = self.now_ms();
         let mut pending = self.lock();
+        {
+            let mut max = self.max_taken.lock().unwrap_or_else(|e| e.into_inner());
+            let top = max.entry(worker.generation).or_insert(0);
+            *top = (*top).max(id);
+        }
         let entry = pending.get_mut(&id)?;
         entry.worker = Some((Arc::clone(worker), now));
+        entry.frame = None;
         Some(entry.replies.clone())
+    }
+
+    /// Milliseconds since the pool started, the clock of [`Pool::recover`].
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// After a worker of `generation` died at `died_at`: finds requests it
+    /// read from the queue but never acknowledged (it died between the two,
+    /// so the app never saw them) and queues them again, or fails them with
+    /// 502 if their body went with it. `gone`: no worker of that generation
+    /// is left to read its queue, so nothing still in it will be read.
+    /// Returns (requeued, failed).
+    pub fn recover(&self, generation: u64, died_at: u64, gone: bool) -> (usize, usize) {
+        let queue = self.queues.lock().unwrap_or_else(|e| e.into_inner()).get(&generation).and_then(|q| q.upgrade());
+        let drained = gone || queue.as_ref().is_none_or(|q| q.drained());
+        let max_taken = self.max_taken.lock().unwrap_or_else(|e| e.into_inner()).get(&generation).copied().unwrap_or(0);
+        let lost: Vec<u64> = self
+            .lock()
+            .iter()
+            .filter(|(id, p)| {
+                p.worker.is_none()
+                    && p.generation == generation
+                    && (gone || p.queued_at <= died_at)
+                    && (drained || **id < max_taken)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let (mut requeued, mut failed) = (0, 0);
+        for id in lost {
+            let target = self.current();
+            let resend = {
+                let mut pending = self.lock();
+                let Some(p) = pending.get_mut(&id) else { continue };
+                match (&p.frame, &target) {
+                    (Some(frame), Some(queue)) => {
+                        p.generation = queue.generation;
+                        p.queued_at = self.now_ms();
+                        Some(frame.clone())
+                    }
+                    _ => None,
+                }
+            };
+            match (resend, target) {
+                (Some(frame), Some(queue)) => match queue.send(Job { id, frame, body: None }) {
+                    Ok(()) => requeued += 1,
+                    Err((_, e)) => {
+                        self.fail(id, DispatchError::Internal(e.to_string()));
+                        failed += 1;
+                    }
+                },
+                _ => {
+                    let why = "read by a worker that died before acknowledging it".to_string();
+                    self.fail(id, DispatchError::WorkerDied { pid: 0, why });
+                    failed += 1;
+                }
+            }
+        }
+        (requeued, failed)
     }
 
     /// Forgets request `id` (answered, failed or abandoned by its client).
@@ -225,10 +319,6 @@ impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         // A panic elsewhere while holding the lock leaves the map usable.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
     }
 
     fn fail(&self, id: u64, err: DispatchError) {

@@ -60,6 +60,13 @@ impl Queue {
         &self.worker_end
     }
 
+    /// Whether every request written to the socket has been read by some
+    /// worker (and none wait in the feeder).
+    pub fn drained(&self) -> bool {
+        self.queued_jobs.load(Ordering::Acquire) == 0
+            && sys::unread_sent_bytes(self.socket.get_ref()).map(|n| n == 0).unwrap_or(false)
+    }
+
     /// Puts a job in the socket, or behind the jobs already waiting for room.
     pub(super) fn send(&self, job: Job) -> Result<(), Refused> {
         if self.queued_jobs.load(Ordering::Acquire) == 0 {

@@ -47,6 +47,8 @@ pub const WORKER_BOOT_ERROR: i32 = 3;
 const DUMP_GRACE: Duration = Duration::from_secs(2);
 /// How long stopping workers get to exit before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How long after a worker's death to look for requests it read unacknowledged.
+const RECOVER_AFTER: Duration = Duration::from_millis(300);
 /// A worker that fails sooner than this after starting counts as dying young.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 
@@ -62,6 +64,11 @@ enum Event {
     Broken {
         pid: u32,
         why: String,
+    },
+    /// Look for requests a worker of `generation` read and died holding.
+    Recover {
+        generation: u64,
+        died_at: u64,
     },
     /// A worker's reply socket closed (it exited or is exiting).
     LinkClosed {
@@ -332,7 +339,7 @@ impl Supervisor {
 
     /// Starts watching a new worker: its replies and its readiness.
     fn register(&mut self, pid: u32, generation: u64, replies: OwnedFd) {
-        let link = Arc::new(WorkerLink::new(pid, &self.pool));
+        let link = Arc::new(WorkerLink::new(pid, generation, &self.pool));
         let (ready_tx, ready_rx) = oneshot::channel();
         let events = self.events_tx.clone();
         let (pool, reader_link) = (Arc::clone(&self.pool), Arc::clone(&link));
@@ -363,6 +370,7 @@ impl Supervisor {
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
             Event::LinkClosed { pid } => self.on_link_closed(pid),
+            Event::Recover { generation, died_at } => self.recover(generation, died_at),
             Event::Respawn => self.fill(),
             Event::Reload(why) => self.start_reload(&why),
             Event::TemplateReady { generation } => self.on_template_ready(generation),
@@ -403,6 +411,16 @@ impl Supervisor {
         self.retire_idle_templates();
         if self.stopping {
             return;
+        }
+        // A worker can die after reading a request and before saying so.
+        // Other ready workers of its generation may have read requests too
+        // and not yet said so: give them a moment before looking.
+        let died_at = self.pool.now_ms();
+        let others = self.workers.values().any(|w| w.generation == worker.generation && w.state == State::Ready);
+        if others {
+            self.later(RECOVER_AFTER, Event::Recover { generation: worker.generation, died_at });
+        } else {
+            self.recover(worker.generation, died_at);
         }
         if let Some(reload) = &self.reload {
             if reload.generation == worker.generation && worker.state == State::Booting {
@@ -454,6 +472,18 @@ impl Supervisor {
             tokio::time::sleep(delay).await;
             let _ = events.send(event);
         });
+    }
+
+    fn recover(&mut self, generation: u64, died_at: u64) {
+        let gone = generation != self.generation
+            && self.reload.as_ref().is_none_or(|r| r.generation != generation)
+            && !self.workers.values().any(|w| w.generation == generation);
+        let (requeued, failed) = self.pool.recover(generation, died_at, gone);
+        if requeued + failed > 0 {
+            tracing::warn!(
+                "{requeued} requests read by a worker that died before acknowledging them were queued again; {failed} failed"
+            );
+        }
     }
 
     /// Workers of the current generation that are not on their way out.
