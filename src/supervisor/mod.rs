@@ -416,7 +416,7 @@ impl Supervisor {
         // Other ready workers of its generation may have read requests too
         // and not yet said so: give them a moment before looking.
         let died_at = self.pool.now_ms();
-        let others = self.workers.values().any(|w| w.generation == worker.generation && w.state == State::Ready);
+        let others = self.workers.values().any(|w| w.generation == worker.generation && w.state != State::Booting);
         if others {
             self.later(RECOVER_AFTER, Event::Recover { generation: worker.generation, died_at });
         } else {
