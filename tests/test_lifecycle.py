@@ -391,3 +391,16 @@ def test_preload_max_requests_recycles_with_no_failed_request(tandem_factory):
         load.wait_for(200, timeout=60)
     assert load.failures == []
     assert "retired" in t.log
+
+
+def test_a_request_sent_as_its_worker_dies_is_still_answered(tandem_factory):
+    # The request can reach the queue while the killed worker is still
+    # reading it: the worker takes it and dies without acknowledging it.
+    # It must be queued again for the replacement, not left to time out.
+    t = tandem_factory("wsgi_app:app", "-t", "60", workers=1)
+    for _ in range(5):
+        old = int(t.get("/pid").body)
+        os.kill(old, signal.SIGKILL)
+        r = t.get("/pid", timeout=15)
+        assert r.status == 200
+        assert int(r.body) != old
