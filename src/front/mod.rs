@@ -6,6 +6,8 @@
 //! on either side of the app. What happens inside a worker is `worker`'s
 //! business, and how requests reach workers is `dispatch`'s.
 
+mod framing;
+mod guard;
 mod handler;
 mod listener;
 mod request_body;
