@@ -213,8 +213,11 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The body was not read; the connection can't carry another request.
+    if matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+    ) {
+        // The body was not (all) read; the connection can't carry another request.
         response
             .headers_mut()
             .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
