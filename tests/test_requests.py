@@ -18,7 +18,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from conftest import RawConn, serving
 
 REQUESTS = Path(__file__).resolve().parent / "requests"
@@ -111,7 +110,8 @@ def test_fixture(fixture_server, name):
         else:
             assert still_open(conn), "the server closed a connection that should stay open"
 
-    assert app_requests(fixture_server) - before == int(expect["app"]), fixture_server.request_log.read_text()
+    reached = app_requests(fixture_server) - before
+    assert reached == int(expect["app"]), fixture_server.request_log.read_text()
     fields = {k[len("echo.") :]: v for k, v in expect.items() if k.startswith("echo.")}
     if fields:
         seen = json.loads([r for r in responses if r.status == 200][-1].body)

@@ -5,7 +5,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import RawConn
 
 HEAD = b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n"

@@ -1,9 +1,10 @@
 //! The front: listeners, HTTP/1.1 connections and the journey of each
 //! request through tandem.
 //!
-//! `listener` binds and accepts; `handler` reads one request's whole
-//! journey top to bottom; `request_body` and `response` own the buffering
-//! on either side of the app. What happens inside a worker is `worker`'s
+//! `listener` binds and accepts; `guard` stands between each socket and
+//! hyper (timeouts, and `framing`'s strict reading of request syntax and
+//! limits); `handler` reads one request's whole journey top to bottom;
+//! `request_body` and `response` own the buffering on either side of the app. What happens inside a worker is `worker`'s
 //! business, and how requests reach workers is `dispatch`'s.
 
 mod framing;
