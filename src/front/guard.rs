@@ -20,7 +20,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -34,6 +34,13 @@ use crate::config::Config;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Where socket reads land before `Framing` copies what passes into a
+    /// connection's `ready` buffer: one per thread rather than per connection,
+    /// so that thousands of idle clients cost no read buffers.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
 /// After a refusal, how long the client's further input is read and
 /// dropped before closing, so that closing doesn't reset the connection
 /// before the client has read the answer (as nginx's lingering close).
@@ -116,7 +123,6 @@ pub struct GuardedIo<S> {
     framing: Framing,
     /// Bytes `framing` let through that hyper has not taken yet.
     ready: BytesMut,
-    scratch: Vec<u8>,
     refused: Option<(Reject, Phase)>,
     /// hyper saw the end of input because of a refused head.
     refusal_delivered: bool,
@@ -145,7 +151,6 @@ where
             settings,
             framing: Framing::new(settings.limits),
             ready: BytesMut::new(),
-            scratch: vec![0; READ_CHUNK],
             refused: None,
             refusal_delivered: false,
             input_ended: false,
@@ -221,6 +226,18 @@ where
         }
     }
 
+    /// Reads once from the socket and feeds what came through `framing`;
+    /// returns how many bytes the socket gave (0 at its end).
+    fn read_through_framing(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut read = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        let input = read.filled();
+        if let Err(reject) = self.framing.feed(input, &mut self.ready) {
+            self.refused = Some((reject, self.framing.phase()));
+        }
+        Poll::Ready(Ok(input.len()))
+    }
+
     fn poll_write_with<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -260,6 +277,9 @@ where
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);
                 this.ready.advance(n);
+                if this.ready.is_empty() && this.ready.capacity() > READ_CHUNK {
+                    this.ready = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if let Some((reject, phase)) = this.refused {
@@ -280,33 +300,26 @@ where
                 this.idle_since = None;
             }
             let phase = this.framing.phase();
-            let mut read = ReadBuf::new(&mut this.scratch);
-            let n = match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => read.filled().len(),
+            match SCRATCH.with_borrow_mut(|scratch| this.read_through_framing(cx, scratch)) {
+                Poll::Ready(Ok(0)) => {
+                    this.input_ended = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(_)) => {
+                    let now = Instant::now();
+                    this.last_input = now;
+                    if phase == Phase::Idle && this.framing.messages() > 0 {
+                        this.head_started = now;
+                    }
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    let (deadline, kind) = this.read_deadline(phase);
+                    let (deadline, wait) = this.read_deadline(phase);
                     return match this.read_timer.poll_at(cx, deadline) {
-                        Poll::Ready(()) => this.timed_out(kind),
+                        Poll::Ready(()) => this.timed_out(wait),
                         Poll::Pending => Poll::Pending,
                     };
                 }
-            };
-            if n == 0 {
-                this.input_ended = true;
-                return Poll::Ready(Ok(()));
-            }
-            let now = Instant::now();
-            this.last_input = now;
-            if phase == Phase::Idle {
-                this.head_started = if this.framing.messages() == 0 {
-                    this.accepted
-                } else {
-                    now
-                };
-            }
-            if let Err(reject) = this.framing.feed(&this.scratch[..n], &mut this.ready) {
-                this.refused = Some((reject, this.framing.phase()));
             }
         }
     }
