@@ -70,6 +70,8 @@ pub struct Config {
     pub front_threads: usize,
     /// Limits and timeouts the front applies to clients.
     pub client: ClientLimits,
+    /// Peers whose X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme.
+    pub forwarded_allow_ips: crate::front::TrustedProxies,
 }
 
 /// What the front tolerates from clients: the size of request heads, how
@@ -233,6 +235,17 @@ struct Cli {
     /// backlog until one closes.
     #[arg(long, value_name = "INT", default_value_t = 10_000)]
     max_connections: usize,
+
+    /// Proxies trusted to set the client address and scheme (X-Forwarded-For,
+    /// X-Forwarded-Proto): comma-separated addresses or CIDR blocks, or '*'.
+    /// Clients on a unix socket are always trusted.
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        env = "FORWARDED_ALLOW_IPS",
+        default_value = "127.0.0.1,::1"
+    )]
+    forwarded_allow_ips: String,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -348,6 +361,8 @@ impl Cli {
             max_connections: self.max_connections,
         };
         client.validate()?;
+        let forwarded_allow_ips = crate::front::TrustedProxies::parse(&self.forwarded_allow_ips)
+            .map_err(|why| ConfigError(format!("invalid --forwarded-allow-ips: {why}")))?;
         Ok(Config {
             app: AppSpec {
                 target: self.app,
@@ -368,6 +383,7 @@ impl Cli {
             log_level,
             front_threads: self.front_threads.unwrap_or(cores).max(1),
             client,
+            forwarded_allow_ips,
         })
     }
 }

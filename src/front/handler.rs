@@ -45,6 +45,7 @@ impl Front {
         peer: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let (parts, body) = req.into_parts();
+        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
         let label = format!("{} {}", parts.method, parts.uri.path());
 
         let max = self.config.max_request_body;

@@ -3,10 +3,13 @@
 //!
 //! `listener` binds and accepts; `guard` stands between each socket and
 //! hyper (timeouts, and `framing`'s strict reading of request syntax and
-//! limits); `handler` reads one request's whole journey top to bottom;
-//! `request_body` and `response` own the buffering on either side of the app. What happens inside a worker is `worker`'s
-//! business, and how requests reach workers is `dispatch`'s.
+//! limits); `forwarded` decides what a trusted proxy may say about the
+//! client; `handler` reads one request's whole journey top to bottom;
+//! `request_body` and `response` own the buffering on either side of the
+//! app. What happens inside a worker is `worker`'s business, and how
+//! requests reach workers is `dispatch`'s.
 
+mod forwarded;
 mod framing;
 mod guard;
 mod handler;
@@ -14,5 +17,6 @@ mod listener;
 mod request_body;
 mod response;
 
+pub use forwarded::TrustedProxies;
 pub use handler::Front;
 pub use listener::{bind_all, serve, Listener};
