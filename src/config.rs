@@ -80,6 +80,63 @@ pub struct Config {
     pub reload: bool,
     /// Import the app once in a template process and fork workers from it.
     pub preload: bool,
+    /// Limits and timeouts the front applies to clients.
+    pub client: ClientLimits,
+    /// Peers whose X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme.
+    pub forwarded_allow_ips: crate::front::TrustedProxies,
+}
+
+/// What the front tolerates from clients: the size of request heads, how
+/// long it waits on a silent client, and how many clients it serves at once.
+/// Defaults follow nginx (timeouts) and gunicorn (head limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Longest request line in bytes, without CRLF (414 above it).
+    pub request_line: usize,
+    /// Most header fields in a request head, or trailer fields (431 above it).
+    pub request_fields: usize,
+    /// Longest header field line in bytes, name and value (431 above it).
+    pub request_field_size: usize,
+    /// Longest time to receive a whole request head: from accept for a
+    /// connection's first request, from the head's first byte after that.
+    pub header_timeout: Duration,
+    /// Longest silence while a request body is arriving (408 after it).
+    pub body_timeout: Duration,
+    /// Longest silence between requests on a kept-alive connection. `None`:
+    /// no keep-alive, every connection closes after one response.
+    pub keepalive_timeout: Option<Duration>,
+    /// Longest stall while writing a response to a client.
+    pub send_timeout: Duration,
+    /// Connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl ClientLimits {
+    /// Refuses values that make no sense or that hyper can't honour.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |flag: &str, value: usize, min: usize, max: usize| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError(format!("--{flag} {value}: must be from {min} to {max}")))
+            }
+        };
+        // hyper refuses request targets of 65535 bytes or more.
+        range("limit-request-line", self.request_line, 64, 65_534)?;
+        range("limit-request-fields", self.request_fields, 1, 10_000)?;
+        range("limit-request-field-size", self.request_field_size, 64, 65_534)?;
+        range("max-connections", self.max_connections, 1, 1 << 20)?;
+        for (flag, value) in [
+            ("header-timeout", self.header_timeout),
+            ("body-timeout", self.body_timeout),
+            ("send-timeout", self.send_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("--{flag} must be at least 1 second")));
+            }
+        }
+        Ok(())
+    }
 }
 
 const ABOUT: &str = "Serve a Python WSGI application: a Rust front (HTTP, buffering) \
@@ -186,6 +243,48 @@ struct Cli {
     /// Threads of the front's event loop. Default: the number of CPU cores.
     #[arg(long, value_name = "INT", hide = true)]
     front_threads: Option<usize>,
+
+    /// Longest request line in bytes; a longer one gets 414.
+    #[arg(long, value_name = "BYTES", default_value_t = 8190)]
+    limit_request_line: usize,
+
+    /// Most header fields in a request; more get 431.
+    #[arg(long, value_name = "INT", default_value_t = 100)]
+    limit_request_fields: usize,
+
+    /// Longest header field (name and value) in bytes; a longer one gets 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 8190)]
+    limit_request_field_size: usize,
+
+    /// Seconds a client has to send a whole request head (for the first
+    /// request, counted from connecting); then the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    header_timeout: u64,
+
+    /// Seconds a request body may stall between reads; then 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    body_timeout: u64,
+
+    /// Seconds an idle kept-alive connection stays open waiting for the next
+    /// request. 0 disables keep-alive.
+    #[arg(long, value_name = "SECONDS", default_value_t = 75)]
+    keepalive_timeout: u64,
+
+    /// Seconds a response may stall because the client doesn't read; then the
+    /// connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    send_timeout: u64,
+
+    /// Client connections served at once; further ones wait in the listen
+    /// backlog until one closes.
+    #[arg(long, value_name = "INT", default_value_t = 10_000)]
+    max_connections: usize,
+
+    /// Proxies trusted to set the client address and scheme (X-Forwarded-For,
+    /// X-Forwarded-Proto): comma-separated addresses or CIDR blocks, or '*'.
+    /// Clients on a unix socket are always trusted.
+    #[arg(long, value_name = "ADDRS", env = "FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1")]
+    forwarded_allow_ips: String,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -281,6 +380,19 @@ impl Cli {
         }
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+        let client = ClientLimits {
+            request_line: self.limit_request_line,
+            request_fields: self.limit_request_fields,
+            request_field_size: self.limit_request_field_size,
+            header_timeout: Duration::from_secs(self.header_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            keepalive_timeout: (self.keepalive_timeout > 0).then(|| Duration::from_secs(self.keepalive_timeout)),
+            send_timeout: Duration::from_secs(self.send_timeout),
+            max_connections: self.max_connections,
+        };
+        client.validate()?;
+        let forwarded_allow_ips = crate::front::TrustedProxies::parse(&self.forwarded_allow_ips)
+            .map_err(|why| ConfigError(format!("invalid --forwarded-allow-ips: {why}")))?;
         Ok(Config {
             app: AppSpec { target: self.app, pythonpath, python },
             binds,
@@ -302,6 +414,8 @@ impl Cli {
             max_worker_memory: self.max_worker_memory.saturating_mul(1024 * 1024),
             reload: self.reload,
             preload: self.preload,
+            client,
+            forwarded_allow_ips,
         })
     }
 }
@@ -398,6 +512,27 @@ mod tests {
         for args in [&["--bogus", "x"][..], &["-w", "zero", "x"], &["-w", "0", "x"], &["--env", "NOEQ", "x"], &[]] {
             let msg = parse(args).unwrap_err().to_string();
             assert!(!msg.contains('\n'), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn client_limits_have_defaults_and_bounds() {
+        let c = parse(&["x"]).unwrap().client;
+        assert_eq!((c.request_line, c.request_fields, c.request_field_size), (8190, 100, 8190));
+        assert_eq!(c.keepalive_timeout, Some(Duration::from_secs(75)));
+        assert_eq!(c.header_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 10_000);
+        let c = parse(&["--keepalive-timeout", "0", "--max-connections", "2", "x"]).unwrap().client;
+        assert_eq!((c.keepalive_timeout, c.max_connections), (None, 2));
+        for bad in [
+            &["--limit-request-line", "70000", "x"][..],
+            &["--limit-request-fields", "0", "x"],
+            &["--limit-request-field-size", "10", "x"],
+            &["--header-timeout", "0", "x"],
+            &["--max-connections", "0", "x"],
+        ] {
+            let msg = parse(bad).unwrap_err().to_string();
+            assert!(msg.contains(bad[0]), "{msg}");
         }
     }
 

@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler
-//!                                                         │ reads the whole body (request_body)
-//!                                                         ▼
+//!                 (max-connections)   reads through       │ reads the whole body (request_body)
+//!                                     front::guard:       │
+//!                                     framing, limits,    │
+//!                                     timeouts            ▼
 //!                          dispatch::Pool ── one SOCK_SEQPACKET queue ──▶ worker (Python) × N
 //!                                                         ▲                  │ worker::serve:
 //!                     dispatch::read_replies ◀── reply socket per worker ────┘ environ, app, frames

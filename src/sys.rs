@@ -299,6 +299,26 @@ pub fn unread_sent_bytes(fd: &impl AsRawFd) -> io::Result<usize> {
     Ok(value.max(0) as usize)
 }
 
+/// Raises this process's soft limit on open files to `want` (at most the
+/// hard limit) if it is lower; returns the soft limit now in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on some targets only
+pub fn raise_open_files_limit(want: u64) -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= want as libc::rlim_t {
+        return Ok(limit.rlim_cur as u64);
+    }
+    let raised = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(limit.rlim_max), rlim_max: limit.rlim_max };
+    // SAFETY: setrlimit reads the rlimit we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(raised.rlim_cur as u64)
+}
+
 /// Sends signal `sig` to process `pid`.
 pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill takes plain integers.

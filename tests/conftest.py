@@ -28,7 +28,7 @@ READY_TIMEOUT = 20.0
 LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
 
 # Variables that change tandem's defaults; tests set them explicitly when they need them.
-_SCRUBBED_ENV = ("PORT", "WEB_CONCURRENCY", "SCRIPT_NAME")
+_SCRUBBED_ENV = ("PORT", "WEB_CONCURRENCY", "SCRIPT_NAME", "FORWARDED_ALLOW_IPS")
 
 
 def clean_env(extra=None):

@@ -45,6 +45,7 @@ impl Front {
         peer: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let (parts, body) = req.into_parts();
+        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
         let label = format!("{} {}", parts.method, parts.uri.path());
 
         let max = self.config.max_request_body;
@@ -200,8 +201,8 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(text))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The body was not read; the connection can't carry another request.
+    if matches!(status, StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+        // The body was not (all) read; the connection can't carry another request.
         response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
     response

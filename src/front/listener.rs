@@ -1,5 +1,7 @@
 //! Listening sockets: binding them at start-up (with errors that name the
-//! address) and the accept loops that hand each connection to hyper.
+//! address), the accept loops (which stop accepting at `--max-connections`,
+//! leaving further clients in the kernel's listen backlog) and the hyper
+//! connection each client gets, read through `guard`.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -9,10 +11,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
+use super::guard::{GuardedIo, Settings};
 use super::handler::{Front, Peer};
 use crate::config::Bind;
 use crate::wire::Scheme;
@@ -96,20 +99,43 @@ fn from_inherited(fd: RawFd) -> anyhow::Result<Listener> {
 /// Starts an accept loop per listener. Loops stop accepting when `stop`
 /// turns true; connections then finish their current request and close.
 pub fn serve(listeners: Vec<Listener>, front: Arc<Front>, stop: watch::Receiver<bool>) {
+    let max = front.config.client.max_connections;
+    // Each connection is a descriptor; workers, listeners and files need some too.
+    let want = max as u64 + 256;
+    match crate::sys::raise_open_files_limit(want) {
+        Ok(limit) if limit < want => tracing::warn!(
+            "--max-connections {max} is close to or above the open-files limit ({limit});              accepting will fail before that many clients"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-files limit: {e}"),
+    }
+    let slots = Arc::new(Semaphore::new(max));
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, Arc::clone(&front), stop.clone()));
+        tokio::spawn(accept_loop(listener, Arc::clone(&front), Arc::clone(&slots), stop.clone()));
     }
 }
 
-async fn accept_loop(listener: Listener, front: Arc<Front>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(listener: Listener, front: Arc<Front>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
     loop {
+        // At --max-connections, wait here: clients queue in the listen backlog.
+        let slot = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         let accepted = tokio::select! {
             _ = stopped(&mut stop) => return,
             accepted = accept(&listener) => accepted,
         };
         match accepted {
             Ok((io, peer)) => {
-                tokio::spawn(serve_connection(io, Arc::new(peer), Arc::clone(&front), stop.clone()));
+                let (front, stop) = (Arc::clone(&front), stop.clone());
+                tokio::spawn(async move {
+                    serve_connection(io, Arc::new(peer), front, stop).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
@@ -160,31 +186,42 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
 
 async fn serve_connection(io: Io, peer: Arc<Peer>, front: Arc<Front>, stop: watch::Receiver<bool>) {
     match io {
-        Io::Tcp(s) => drive(TokioIo::new(s), peer, front, stop).await,
-        Io::Unix(s) => drive(TokioIo::new(s), peer, front, stop).await,
+        Io::Tcp(s) => drive(s, peer, front, stop).await,
+        Io::Unix(s) => drive(s, peer, front, stop).await,
     }
 }
 
-async fn drive<I>(io: I, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>)
+async fn drive<S>(socket: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| Arc::clone(&front).handle(req, Arc::clone(&peer)));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60))
-        .keep_alive(true)
-        .serve_connection(io, service);
-    tokio::pin!(conn);
+    let settings = Settings::new(&front.config);
+    let io = GuardedIo::new(socket, settings);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(settings.keepalive_timeout.is_some())
+        // hyper then reads only between requests and inside bodies, which
+        // lets the guard hold back a refused request until hyper is idle.
+        .half_close(true)
+        // The guard times heads, bodies and idle connections itself.
+        .header_read_timeout(None)
+        .max_buf_size(settings.max_head().min(64 * 1024 * 1024));
+    if settings.limits.fields > 100 {
+        // hyper's own cap (100) would otherwise answer 431 first.
+        builder.max_headers(settings.limits.fields);
+    }
+    let service = service_fn(move |req| Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer))));
+    let mut conn = builder.serve_connection(io, service);
     let result = tokio::select! {
-        result = conn.as_mut() => result,
+        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
         _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!("connection error: {e}");
+    match result {
+        Ok(()) => conn.into_parts().io.finish().await,
+        Err(e) => tracing::debug!("connection error: {e}"),
     }
 }
 

@@ -36,7 +36,9 @@ impl BodyError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             BodyError::TooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::Read(_) => http::StatusCode::BAD_REQUEST,
+            // The guard ends a body it refuses (bad chunking, too large,
+            // too slow) with an error that knows its status.
+            BodyError::Read(err) => super::guard::status_of(err).unwrap_or(http::StatusCode::BAD_REQUEST),
             BodyError::Spill(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

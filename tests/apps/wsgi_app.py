@@ -431,8 +431,16 @@ ROUTES = {
 }
 
 
+REQUEST_LOG = os.environ.get("TANDEM_TEST_REQUEST_LOG")
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    if REQUEST_LOG:
+        # One line per request that reached the app, so tests can prove that
+        # a rejected request never did.
+        with open(REQUEST_LOG, "a") as f:
+            f.write(f"{environ['REQUEST_METHOD']} {path}\n")
     if path == "/echo" or path.startswith("/echo/"):
         return echo(environ, start_response)
     handler = ROUTES.get(path)

@@ -1,0 +1,426 @@
+//! A client connection as hyper sees it: the socket, read through
+//! [`Framing`] and watched by timers.
+//!
+//! [`GuardedIo`] sits between the socket and hyper. Reading, it hands hyper
+//! only bytes that [`Framing`] let through, and ends the input when a client
+//! is silent too long: before a request head is complete (`header_timeout`,
+//! counted from accept for a connection's first request), between requests
+//! (`keepalive_timeout`) or inside a body (`body_timeout`, which hyper turns
+//! into a body error the handler answers with 408). Writing, it fails a
+//! response the client has stopped reading for `send_timeout`.
+//!
+//! A refused request *head* never reaches hyper: hyper sees the end of the
+//! input once it has answered every request before it (hyper is built with
+//! `half_close`, so it only reads when idle or inside a body), and
+//! [`GuardedIo::finish`] then writes the refusal's status itself. A refusal
+//! inside a *body* reaches the handler as a body error that knows its status
+//! ([`status_of`]). Parsing is hyper's and `framing`'s; what to answer is
+//! the handler's.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::framing::{Framing, Limits, Phase, Reject};
+use super::response::ResponseBody;
+use crate::config::Config;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Where socket reads land before `Framing` copies what passes into a
+    /// connection's `ready` buffer: one per thread rather than per connection,
+    /// so that thousands of idle clients cost no read buffers.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
+/// After a refusal, how long the client's further input is read and
+/// dropped before closing, so that closing doesn't reset the connection
+/// before the client has read the answer (as nginx's lingering close).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// What a guarded connection enforces; taken from [`Config`] once.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub limits: Limits,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Option<Duration>,
+    pub send_timeout: Duration,
+}
+
+impl Settings {
+    pub fn new(config: &Config) -> Settings {
+        let client = &config.client;
+        Settings {
+            limits: Limits {
+                request_line: client.request_line,
+                fields: client.request_fields,
+                field_size: client.request_field_size,
+                max_body: config.max_request_body,
+            },
+            header_timeout: client.header_timeout,
+            body_timeout: client.body_timeout,
+            keepalive_timeout: client.keepalive_timeout,
+            send_timeout: client.send_timeout,
+        }
+    }
+
+    /// The largest head `Framing` can let through, for hyper's buffer limit.
+    pub fn max_head(&self) -> usize {
+        let l = &self.limits;
+        (l.request_line + 2 + l.fields * (l.field_size + 2) + 2).max(8192)
+    }
+}
+
+/// An error the guard gives hyper instead of bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    Rejected(#[from] Reject),
+    #[error("request body stalled for more than {0:?}")]
+    BodyTimeout(Duration),
+}
+
+impl GuardError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GuardError::Rejected(reject) => reject.status(),
+            GuardError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The status a request-body error stands for, if the guard caused it.
+pub fn status_of(err: &(dyn std::error::Error + 'static)) -> Option<StatusCode> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(guard) = err.downcast_ref::<GuardError>() {
+            return Some(guard.status());
+        }
+        // io::Error::source() skips the error it wraps; look inside.
+        let inner = err.downcast_ref::<io::Error>().and_then(|e| e.get_ref());
+        if let Some(guard) = inner.and_then(|e| e.downcast_ref::<GuardError>()) {
+            return Some(guard.status());
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// A socket read through [`Framing`], with timeouts; see the module doc.
+pub struct GuardedIo<S> {
+    inner: S,
+    settings: Settings,
+    framing: Framing,
+    /// Bytes `framing` let through that hyper has not taken yet.
+    ready: BytesMut,
+    refused: Option<(Reject, Phase)>,
+    /// hyper saw the end of input because of a refused head.
+    refusal_delivered: bool,
+    /// The client closed, or a timeout ended the input.
+    input_ended: bool,
+    accepted: Instant,
+    head_started: Instant,
+    last_input: Instant,
+    /// Since when hyper has been waiting for the next request.
+    idle_since: Option<Instant>,
+    messages_seen: u64,
+    read_timer: Timer,
+    /// Since when a write has been waiting for the client.
+    write_stalled: Option<Instant>,
+    write_timer: Timer,
+}
+
+impl<S> GuardedIo<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    pub fn new(inner: S, settings: Settings) -> GuardedIo<S> {
+        let now = Instant::now();
+        GuardedIo {
+            inner,
+            settings,
+            framing: Framing::new(settings.limits),
+            ready: BytesMut::new(),
+            refused: None,
+            refusal_delivered: false,
+            input_ended: false,
+            accepted: now,
+            head_started: now,
+            last_input: now,
+            idle_since: None,
+            messages_seen: 0,
+            read_timer: Timer::default(),
+            write_stalled: None,
+            write_timer: Timer::default(),
+        }
+    }
+
+    /// Called once hyper is done: answers a refused head, then closes.
+    pub async fn finish(mut self) {
+        let send_timeout = self.settings.send_timeout;
+        let mut linger = false;
+        if let Some((reject, phase)) = self.refused {
+            if phase != Phase::Body && self.refusal_delivered {
+                let status = reject.status();
+                tracing::info!("refused request: {}, {reject}", status.as_u16());
+                let answer = refusal(status);
+                let _ = tokio::time::timeout(send_timeout, self.inner.write_all(&answer)).await;
+            }
+            linger = !self.input_ended;
+        }
+        let _ = tokio::time::timeout(send_timeout, self.inner.shutdown()).await;
+        if linger {
+            let mut sink = vec![0; READ_CHUNK];
+            let drain = async {
+                let mut total = 0;
+                while total < LINGER_BYTES {
+                    match self.inner.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        }
+    }
+
+    /// The deadline for the input's next byte, and what the client is late for.
+    fn read_deadline(&mut self, phase: Phase) -> (Instant, Wait) {
+        let s = &self.settings;
+        match phase {
+            Phase::Idle if self.framing.messages() > 0 && s.keepalive_timeout.is_some() => {
+                let since = *self.idle_since.get_or_insert_with(Instant::now);
+                (since + s.keepalive_timeout.unwrap_or_default(), Wait::KeepAlive)
+            }
+            Phase::Idle => (self.accepted + s.header_timeout, Wait::Head),
+            Phase::Head => (self.head_started + s.header_timeout, Wait::Head),
+            Phase::Body => (self.last_input + s.body_timeout, Wait::Body),
+        }
+    }
+
+    fn timed_out(&mut self, wait: Wait) -> Poll<io::Result<()>> {
+        self.input_ended = true;
+        match wait {
+            Wait::Body => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                GuardError::BodyTimeout(self.settings.body_timeout),
+            ))),
+            Wait::Head => {
+                tracing::info!("closing connection: request head incomplete after the header timeout");
+                Poll::Ready(Ok(()))
+            }
+            Wait::KeepAlive => {
+                tracing::debug!("closing idle connection: keep-alive timeout");
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Reads once from the socket and feeds what came through `framing`;
+    /// returns how many bytes the socket gave (0 at its end).
+    fn read_through_framing(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut read = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        let input = read.filled();
+        if let Err(reject) = self.framing.feed(input, &mut self.ready) {
+            self.refused = Some((reject, self.framing.phase()));
+        }
+        Poll::Ready(Ok(input.len()))
+    }
+
+    fn poll_write_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match op(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(result) => {
+                self.write_stalled = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let since = *self.write_stalled.get_or_insert_with(Instant::now);
+                match self.write_timer.poll_at(cx, since + self.settings.send_timeout) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client stopped reading the response (send timeout)",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S> hyper::rt::Read for GuardedIo<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                if this.ready.is_empty() && this.ready.capacity() > READ_CHUNK {
+                    this.ready = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if let Some((reject, phase)) = this.refused {
+                if phase == Phase::Body {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, GuardError::from(reject))));
+                }
+                this.refusal_delivered = true;
+                return Poll::Ready(Ok(()));
+            }
+            if this.input_ended {
+                return Poll::Ready(Ok(()));
+            }
+            if this.framing.messages() != this.messages_seen {
+                this.messages_seen = this.framing.messages();
+                this.idle_since = None;
+            }
+            let phase = this.framing.phase();
+            match SCRATCH.with_borrow_mut(|scratch| this.read_through_framing(cx, scratch)) {
+                Poll::Ready(Ok(0)) => {
+                    this.input_ended = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(_)) => {
+                    let now = Instant::now();
+                    this.last_input = now;
+                    if phase == Phase::Idle && this.framing.messages() > 0 {
+                        this.head_started = now;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let (deadline, wait) = this.read_deadline(phase);
+                    return match this.read_timer.poll_at(cx, deadline) {
+                        Poll::Ready(()) => this.timed_out(wait),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl<S> hyper::rt::Write for GuardedIo<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_with(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_write_with(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_write_with(cx, |io, cx| io.poll_shutdown(cx))
+    }
+}
+
+/// What a silent client is late for.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Head,
+    KeepAlive,
+    Body,
+}
+
+/// One lazily created, re-armable sleep.
+#[derive(Default)]
+struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    fn poll_at(&mut self, cx: &mut Context<'_>, at: Instant) -> Poll<()> {
+        let sleep = match &mut self.0 {
+            Some(sleep) => {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                sleep
+            }
+            None => self.0.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// The whole answer to a refused head: the handler's error page, closing.
+fn refusal(status: StatusCode) -> Vec<u8> {
+    let page = super::handler::error_response(status);
+    let body = match page.body() {
+        ResponseBody::Full(Some(body)) => body.as_ref(),
+        _ => &[],
+    };
+    let mut out = format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).into_bytes();
+    for (name, value) in page.headers() {
+        if name != http::header::CONNECTION {
+            out.extend_from_slice(format!("{name}: ").as_bytes());
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    out.extend_from_slice(
+        format!("content-length: {}\r\nconnection: close\r\ndate: {date}\r\n\r\n", body.len()).as_bytes(),
+    );
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_is_a_complete_closing_response() {
+        let text = String::from_utf8(refusal(StatusCode::URI_TOO_LONG)).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");
+        assert!(body.contains("414"));
+    }
+
+    #[test]
+    fn body_errors_carry_their_status() {
+        let io = io::Error::new(io::ErrorKind::InvalidData, GuardError::from(Reject::BodyTooLarge(1)));
+        assert_eq!(status_of(&io), Some(StatusCode::PAYLOAD_TOO_LARGE));
+        let timeout = io::Error::new(io::ErrorKind::TimedOut, GuardError::BodyTimeout(Duration::from_secs(1)));
+        assert_eq!(status_of(&timeout), Some(StatusCode::REQUEST_TIMEOUT));
+        assert_eq!(status_of(&io::Error::other("unrelated")), None);
+    }
+}
