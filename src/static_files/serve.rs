@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! method (405 unless GET/HEAD) → path::segments (400/404 if refused)
-//!   → lookup on the blocking pool (404 or fall through if missing, 301 to add a '/')
+//!   → lookup (404 or fall through if missing, 301 to add a '/'; gzip on the blocking pool)
 //!   → preconditions (304, 412) → Range and If-Range (206, multipart 206, 416)
 //!   → headers (type, length, validators, cache, coding, Vary) → body
 //! ```
 //!
-//! Bodies: files up to `lookup::SMALL_FILE` are read during the lookup and
-//! sent from memory; larger ones are read in 256 KiB `pread`s on the
+//! Bodies: files up to `lookup::SMALL_FILE` are read during the lookup (on
+//! the runtime thread; `lookup` says why) and sent from memory; larger ones are read in 256 KiB `pread`s on the
 //! blocking pool as the client takes them (`front::segments_body`), so
 //! memory per response stays bounded whatever the file size. True
 //! `sendfile(2)` is not possible here: hyper owns the connection and only
@@ -81,20 +81,26 @@ impl StaticFiles {
             accepted: Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING)),
             want_body: parts.method == Method::GET,
         };
-        let (options, cache) = (Arc::clone(&self.options), self.gzip_cache.clone());
-        let result = tokio::task::spawn_blocking(move || lookup::lookup(wanted, &options, cache.as_deref())).await;
-        let found = match result {
-            Ok(Lookup::Found(found)) => found,
-            Ok(Lookup::Missing) if fallthrough => return Served::FallThrough,
-            Ok(Lookup::Missing) => {
+        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref()) {
+            Lookup::Found(found) => found,
+            Lookup::Missing if fallthrough => return Served::FallThrough,
+            Lookup::Missing => {
                 tracing::debug!("{label}: 404, no such file");
                 return Served::Response(error_response(StatusCode::NOT_FOUND));
             }
-            Ok(Lookup::Refused(why)) => return refuse(label, why),
-            Ok(Lookup::AddSlash) => return Served::Response(add_slash(parts)),
-            Err(err) => {
-                tracing::error!("{label}: 500, file lookup failed: {err}");
-                return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+            Lookup::Refused(why) => return refuse(label, why),
+            Lookup::AddSlash => return Served::Response(add_slash(parts)),
+            Lookup::Compress(pending) => {
+                let Some(cache) = self.gzip_cache.clone() else {
+                    return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                };
+                match tokio::task::spawn_blocking(move || pending.finish(&cache)).await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        tracing::error!("{label}: 500, compressing failed: {err}");
+                        return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                    }
+                }
             }
         };
         Served::Response(self.respond(found, parts, label))
