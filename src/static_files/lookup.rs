@@ -29,15 +29,15 @@ use super::compress::{self, GzipCache};
 use super::conditional::Validators;
 use super::content_type;
 use super::encoding::{Accepted, Coding};
-use super::path::{open_beneath, open_file, Opened, Refused};
+use super::path::{open_beneath, Opened, Refused, Root};
 use crate::config::StaticOptions;
 
 /// Files up to this size are read during the lookup and sent from memory.
 pub const SMALL_FILE: u64 = 64 * 1024;
 
 /// What a request under a static prefix names.
-pub struct Wanted {
-    pub root: PathBuf,
+pub struct Wanted<'a> {
+    pub root: &'a Root,
     /// From `path::segments`: safe to join to `root`.
     pub segments: Vec<String>,
     /// The request path ends with '/' (or is the prefix itself).
@@ -107,14 +107,13 @@ pub enum Content {
 }
 
 /// Finds what `wanted` names. Blocking, but brief (see the module comment).
-pub fn lookup(wanted: Wanted, options: &StaticOptions, gzip_cache: Option<&GzipCache>) -> Lookup {
+pub fn lookup(wanted: Wanted<'_>, options: &StaticOptions, gzip_cache: Option<&GzipCache>) -> Lookup {
     let follow = options.follow_symlinks;
-    let mut path = wanted.root.clone();
-    path.extend(&wanted.segments);
+    let mut rel = PathBuf::from_iter(&wanted.segments);
     let mut name = wanted.segments.last().cloned().unwrap_or_default();
-    let (file, meta, resolved) = match open_beneath(&wanted.root, &path, follow) {
+    let (file, meta) = match open_beneath(wanted.root, &rel, follow) {
         Opened::File(..) if wanted.trailing_slash => return Lookup::Missing,
-        Opened::File(file, meta, resolved) => (file, meta, resolved),
+        Opened::File(file, meta) => (file, meta),
         Opened::Dir => {
             let Some(index) = &options.index else {
                 return Lookup::Missing;
@@ -122,10 +121,10 @@ pub fn lookup(wanted: Wanted, options: &StaticOptions, gzip_cache: Option<&GzipC
             if !wanted.trailing_slash {
                 return Lookup::AddSlash;
             }
-            path.push(index);
+            rel.push(index);
             name.clone_from(index);
-            match open_beneath(&wanted.root, &path, follow) {
-                Opened::File(file, meta, resolved) => (file, meta, resolved),
+            match open_beneath(wanted.root, &rel, follow) {
+                Opened::File(file, meta) => (file, meta),
                 Opened::Refused(why) => return Lookup::Refused(why),
                 Opened::Dir | Opened::Missing => return Lookup::Missing,
             }
@@ -134,16 +133,15 @@ pub fn lookup(wanted: Wanted, options: &StaticOptions, gzip_cache: Option<&GzipC
         Opened::Refused(why) => return Lookup::Refused(why),
     };
 
+    // Siblings go through the same checks: one that is a symlink leading
+    // out of the root counts as absent.
     let mut vary = false;
     for coding in Coding::PRECOMPRESSED {
-        let mut sibling = resolved.clone().into_os_string();
+        let mut sibling = rel.clone().into_os_string();
         sibling.push(coding.suffix());
-        let Ok(Some((file, meta))) = open_file(Path::new(&sibling), !follow) else {
+        let Opened::File(file, meta) = open_beneath(wanted.root, Path::new(&sibling), follow) else {
             continue;
         };
-        if !meta.is_file() {
-            continue;
-        }
         vary = true;
         if wanted.accepted.accepts(coding) {
             return Lookup::Found(found_file(name, Some(coding), vary, file, &meta, wanted.want_body));
@@ -157,6 +155,7 @@ pub fn lookup(wanted: Wanted, options: &StaticOptions, gzip_cache: Option<&GzipC
     if let (true, Some(cache)) = (compressible, gzip_cache) {
         vary = true;
         if wanted.accepted.gzip {
+            let resolved = wanted.root.path.join(&rel);
             match cache.get(&(resolved.clone(), len, mtime(&meta))) {
                 Some(Some(packed)) => return Lookup::Found(gzip_found(name, &meta, packed)),
                 Some(None) => {} // known not to shrink

@@ -15,6 +15,7 @@
 //! accepts body bytes from user space, so each chunk is copied once from
 //! the page cache. Everything about the connection itself is the front's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -27,13 +28,15 @@ use super::conditional::{self, Precondition};
 use super::content_type;
 use super::encoding::Accepted;
 use super::lookup::{self, Content, Found, Lookup, Wanted};
-use super::path;
+use super::path::{self, Root};
 use super::range::{self, ByteRange, Piece, Ranges};
 use crate::config::{StaticMount, StaticOptions};
 use crate::front::{error_response, segments_body, ResponseBody, Segment};
 
 /// The static-file handler shared by every connection.
 pub struct StaticFiles {
+    /// Each route's root, by prefix.
+    roots: HashMap<String, Root>,
     options: Arc<StaticOptions>,
     gzip_cache: Option<Arc<GzipCache>>,
 }
@@ -46,11 +49,13 @@ pub enum Served {
 }
 
 impl StaticFiles {
-    pub fn new(options: StaticOptions) -> StaticFiles {
+    pub fn new(mounts: &[StaticMount], options: StaticOptions) -> StaticFiles {
+        let roots = mounts.iter().map(|m| (m.prefix.clone(), Root::open(&m.root))).collect();
         let gzip_cache = options
             .compress
             .then(|| Arc::new(GzipCache::new(options.compress_cache)));
         StaticFiles {
+            roots,
             options: Arc::new(options),
             gzip_cache,
         }
@@ -74,8 +79,12 @@ impl StaticFiles {
             Err(why) => return refuse(label, why),
         };
 
+        let Some(root) = self.roots.get(&mount.prefix) else {
+            tracing::error!("{label}: 500, no root for {}", mount.prefix);
+            return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+        };
         let wanted = Wanted {
-            root: mount.root.clone(),
+            root,
             segments,
             trailing_slash: rest.is_empty() || rest.ends_with('/'),
             accepted: Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING)),
