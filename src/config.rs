@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod statics;
+
+use statics::StaticArgs;
+pub use statics::{parse_static, StaticMount, StaticOptions};
+
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
@@ -84,6 +89,9 @@ pub struct Config {
     pub client: ClientLimits,
     /// Peers whose X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme.
     pub forwarded_allow_ips: crate::front::TrustedProxies,
+    /// Static routes (`--static`), in the order given.
+    pub statics: Vec<StaticMount>,
+    pub static_options: StaticOptions,
 }
 
 /// What the front tolerates from clients: the size of request heads, how
@@ -285,6 +293,8 @@ struct Cli {
     /// Clients on a unix socket are always trusted.
     #[arg(long, value_name = "ADDRS", env = "FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1")]
     forwarded_allow_ips: String,
+    #[command(flatten)]
+    statics: StaticArgs,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -378,6 +388,11 @@ impl Cli {
                 return err(format!("--chdir {}: no such directory", dir.display()));
             }
         }
+        let base = match &self.chdir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
+        };
+        let (statics, static_options) = self.statics.into_config(&base)?;
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         let client = ClientLimits {
@@ -393,7 +408,7 @@ impl Cli {
         client.validate()?;
         let forwarded_allow_ips = crate::front::TrustedProxies::parse(&self.forwarded_allow_ips)
             .map_err(|why| ConfigError(format!("invalid --forwarded-allow-ips: {why}")))?;
-        Ok(Config {
+        let config = Config {
             app: AppSpec { target: self.app, pythonpath, python },
             binds,
             workers,
@@ -416,7 +431,19 @@ impl Cli {
             preload: self.preload,
             client,
             forwarded_allow_ips,
-        })
+            statics,
+            static_options,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Checks what the types can't (for now: the static routes, see
+    /// [`statics::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        statics::validate(&self.statics, &self.static_options)
     }
 }
 

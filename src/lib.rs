@@ -2,11 +2,13 @@
 //! of Python worker processes, in one process tree.
 //!
 //! ```text
-//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler
-//!                 (max-connections)   reads through       │ reads the whole body (request_body)
-//!                                     front::guard:       │
-//!                                     framing, limits,    │
-//!                                     timeouts            ▼
+//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler ── router ──┐
+//!                 (max-connections)   reads through       │                           │ Route::Static
+//!                                     front::guard:       │ Route::App                ▼
+//!                                     framing, limits,    │          static_files::serve (files under
+//!                                     timeouts            │          the root; 404, or falls through)
+//!                                                         │ reads the whole body (request_body)
+//!                                                         ▼
 //!                          dispatch::Pool ── one SOCK_SEQPACKET queue ──▶ worker (Python) × N
 //!                                                         ▲                  │ worker::serve:
 //!                     dispatch::read_replies ◀── reply socket per worker ────┘ environ, app, frames
@@ -25,6 +27,8 @@
 pub mod config;
 pub mod dispatch;
 pub mod front;
+pub mod router;
+pub mod static_files;
 pub mod supervisor;
 pub mod sys;
 pub mod wire;

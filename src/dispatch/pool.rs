@@ -74,6 +74,8 @@ struct Pending {
     /// worker that read it died first. `None` when the body travels as a
     /// descriptor (which went with the dead worker).
     frame: Option<Bytes>,
+    /// Its method may be repeated without changing the outcome (RFC 9110).
+    idempotent: bool,
 }
 
 /// One app's workers, seen from the front: a FIFO queue in, replies out.
@@ -173,6 +175,7 @@ impl Pool {
             return Err(DispatchError::Closed);
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let idempotent = matches!(head.method.as_ref(), b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE");
         let mut buf = BytesMut::with_capacity(512);
         wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf)
             .map_err(|e| DispatchError::Internal(e.to_string()))?;
@@ -185,6 +188,7 @@ impl Pool {
             generation: queue.generation,
             queued_at: self.now_ms(),
             frame: body.is_none().then(|| frame.clone()),
+            idempotent,
         };
         self.lock().insert(id, pending);
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -214,7 +218,7 @@ impl Pool {
 
     /// Records that `worker` took request `id`; returns where its replies go.
     pub(super) fn took(&self, id: u64, worker: &Arc<WorkerLink>) -> Option<mpsc::Sender<Reply>> {
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.one_less_waiting();
         let now = self.now_ms();
         let mut pending = self.lock();
         {
@@ -223,6 +227,12 @@ impl Pool {
             *top = (*top).max(id);
         }
         let entry = pending.get_mut(&id)?;
+        if entry.worker.is_some() {
+            // Queued again after its first reader was thought lost, and that
+            // reader answered after all: the first one keeps the client.
+            tracing::warn!("request {id} taken twice (by worker {} too)", worker.pid);
+            return None;
+        }
         entry.worker = Some((Arc::clone(worker), now));
         entry.frame = None;
         Some(entry.replies.clone())
@@ -238,8 +248,10 @@ impl Pool {
     /// so the app never saw them) and queues them again, or fails them with
     /// 502 if their body went with it. `gone`: no worker of that generation
     /// is left to read its queue, so nothing still in it will be read.
-    /// Returns (requeued, failed).
-    pub fn recover(&self, generation: u64, died_at: u64, gone: bool) -> (usize, usize) {
+    /// `certain`: no live worker can have read them, so they are queued
+    /// again whatever their method; otherwise only idempotent ones are, the
+    /// rest get 502. Returns (requeued, failed).
+    pub fn recover(&self, generation: u64, died_at: u64, gone: bool, certain: bool) -> (usize, usize) {
         let queue = self.queues.lock().unwrap_or_else(|e| e.into_inner()).get(&generation).and_then(|q| q.upgrade());
         let drained = gone || queue.as_ref().is_none_or(|q| q.drained());
         let max_taken = self.max_taken.lock().unwrap_or_else(|e| e.into_inner()).get(&generation).copied().unwrap_or(0);
@@ -261,7 +273,7 @@ impl Pool {
                 let mut pending = self.lock();
                 let Some(p) = pending.get_mut(&id) else { continue };
                 match (&p.frame, &target) {
-                    (Some(frame), Some(queue)) => {
+                    (Some(frame), Some(queue)) if certain || p.idempotent => {
                         p.generation = queue.generation;
                         p.queued_at = self.now_ms();
                         Some(frame.clone())
@@ -321,8 +333,13 @@ impl Pool {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Never below zero, whatever a misbehaving worker says.
+    fn one_less_waiting(&self) {
+        let _ = self.waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
     fn fail(&self, id: u64, err: DispatchError) {
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.one_less_waiting();
         if let Some(p) = self.lock().remove(&id) {
             let _ = p.replies.try_send(Reply::Failed(err));
         }

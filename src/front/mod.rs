@@ -18,5 +18,7 @@ mod request_body;
 mod response;
 
 pub use forwarded::TrustedProxies;
-pub use handler::Front;
+
+pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};
+pub use response::{segments_body, ResponseBody, Segment};

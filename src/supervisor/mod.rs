@@ -17,6 +17,7 @@
 //! Worker state lives here ([`Supervisor::status`]); the dispatcher only
 //! knows which worker holds which request.
 
+mod lost;
 mod preload;
 mod reload;
 mod spawn;
@@ -47,8 +48,6 @@ pub const WORKER_BOOT_ERROR: i32 = 3;
 const DUMP_GRACE: Duration = Duration::from_secs(2);
 /// How long stopping workers get to exit before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(5);
-/// How long after a worker's death to look for requests it read unacknowledged.
-const RECOVER_AFTER: Duration = Duration::from_millis(300);
 /// A worker that fails sooner than this after starting counts as dying young.
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 
@@ -70,9 +69,11 @@ enum Event {
         generation: u64,
         died_at: u64,
     },
-    /// A worker's reply socket closed (it exited or is exiting).
+    /// A worker's reply socket closed (it exited or is exiting), and
+    /// every frame it sent has been handled.
     LinkClosed {
         pid: u32,
+        generation: u64,
     },
     Respawn,
     Reload(String),
@@ -144,6 +145,8 @@ struct Supervisor {
     pending_forks: HashMap<u64, VecDeque<OwnedFd>>,
     /// `--preload`: exits reported before the fork that made the worker.
     early_exits: HashMap<u32, Option<ExitStatus>>,
+    /// Workers whose exit or end of replies has been seen, not yet both.
+    endings: HashMap<u32, lost::Ending>,
     /// Workers that died young, in a row.
     quick_deaths: u32,
     stopping: bool,
@@ -192,6 +195,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         templates: HashMap::new(),
         pending_forks: HashMap::new(),
         early_exits: HashMap::new(),
+        endings: HashMap::new(),
         quick_deaths: 0,
         stopping: false,
     };
@@ -213,7 +217,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     for listener in &listeners {
         tracing::info!("listening on {}", listener.url());
     }
-    let front = Arc::new(Front { config: Arc::clone(&config), pool: Arc::clone(&pool) });
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
     front::serve(listeners, front, stop_rx);
     if config.reload {
         sup.watch_files();
@@ -347,7 +351,7 @@ impl Supervisor {
             let end = dispatch::read_replies(pool, reader_link, replies, ready_tx).await;
             let _ = events.send(match end {
                 LinkEnd::Broken(why) => Event::Broken { pid, why },
-                LinkEnd::Closed => Event::LinkClosed { pid },
+                LinkEnd::Closed => Event::LinkClosed { pid, generation },
             });
         });
         let events = self.events_tx.clone();
@@ -369,8 +373,11 @@ impl Supervisor {
                 tracing::error!("worker {pid} broke the wire protocol ({why}); killing it");
                 let _ = sys::kill(pid, libc::SIGKILL);
             }
-            Event::LinkClosed { pid } => self.on_link_closed(pid),
-            Event::Recover { generation, died_at } => self.recover(generation, died_at),
+            Event::LinkClosed { pid, generation } => {
+                self.link_ended(pid, generation);
+                self.on_link_closed(pid);
+            }
+            Event::Recover { generation, died_at } => self.recover(generation, died_at, false),
             Event::Respawn => self.fill(),
             Event::Reload(why) => self.start_reload(&why),
             Event::TemplateReady { generation } => self.on_template_ready(generation),
@@ -408,19 +415,10 @@ impl Supervisor {
             self.note_early_exit(pid, status);
             return;
         };
+        self.process_ended(pid, worker.generation, status);
         self.retire_idle_templates();
         if self.stopping {
             return;
-        }
-        // A worker can die after reading a request and before saying so.
-        // Other ready workers of its generation may have read requests too
-        // and not yet said so: give them a moment before looking.
-        let died_at = self.pool.now_ms();
-        let others = self.workers.values().any(|w| w.generation == worker.generation && w.state != State::Booting);
-        if others {
-            self.later(RECOVER_AFTER, Event::Recover { generation: worker.generation, died_at });
-        } else {
-            self.recover(worker.generation, died_at);
         }
         if let Some(reload) = &self.reload {
             if reload.generation == worker.generation && worker.state == State::Booting {
@@ -472,18 +470,6 @@ impl Supervisor {
             tokio::time::sleep(delay).await;
             let _ = events.send(event);
         });
-    }
-
-    fn recover(&mut self, generation: u64, died_at: u64) {
-        let gone = generation != self.generation
-            && self.reload.as_ref().is_none_or(|r| r.generation != generation)
-            && !self.workers.values().any(|w| w.generation == generation);
-        let (requeued, failed) = self.pool.recover(generation, died_at, gone);
-        if requeued + failed > 0 {
-            tracing::warn!(
-                "{requeued} requests read by a worker that died before acknowledging them were queued again; {failed} failed"
-            );
-        }
     }
 
     /// Workers of the current generation that are not on their way out.
