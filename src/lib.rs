@@ -2,7 +2,11 @@
 //! of Python worker processes, in one process tree.
 //!
 //! ```text
-//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler
+//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler ── router ──┐
+//!                                                         │                           │ Route::Static
+//!                                                         │ Route::App                ▼
+//!                                                         │          static_files::serve (files under
+//!                                                         │          the root; 404, or falls through)
 //!                                                         │ reads the whole body (request_body)
 //!                                                         ▼
 //!                          dispatch::Pool ── one SOCK_SEQPACKET queue ──▶ worker (Python) × N
@@ -23,6 +27,8 @@
 pub mod config;
 pub mod dispatch;
 pub mod front;
+pub mod router;
+pub mod static_files;
 pub mod supervisor;
 pub mod sys;
 pub mod wire;

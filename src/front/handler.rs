@@ -1,6 +1,7 @@
 //! One request's whole journey through the front, top to bottom:
 //!
 //! ```text
+//! router: a static route → static_files::serve (done, unless it falls through)
 //! read body (413 if too large) → build the request head for the worker
 //!   → dispatch::Pool::submit (503 if the queue is full)
 //!   → wait for the app's head (500 app error, 502 worker died, 504 timeout)
@@ -18,11 +19,16 @@ use super::request_body::{self, RequestBody};
 use super::response::{self, ResponseBody};
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Pool, Reply};
+use crate::router::{Route, Router};
+use crate::static_files::{Served, StaticFiles};
 use crate::wire::{RequestHead, Scheme};
 
-/// What every request handler shares: the settings and the app's pool.
+/// What every request handler shares: the settings, the route table, the
+/// static-file handler and the app's pool.
 pub struct Front {
     pub config: Arc<Config>,
+    pub router: Router,
+    pub statics: StaticFiles,
     pub pool: Arc<Pool>,
 }
 
@@ -38,6 +44,15 @@ pub struct Peer {
 }
 
 impl Front {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Front {
+        Front {
+            router: Router::new(&config.statics),
+            statics: StaticFiles::new(config.static_options.clone()),
+            config,
+            pool,
+        }
+    }
+
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle(
         self: Arc<Self>,
@@ -46,6 +61,14 @@ impl Front {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let (parts, body) = req.into_parts();
         let label = format!("{} {}", parts.method, parts.uri.path());
+
+        match self.router.route(parts.uri.path()) {
+            Route::Static { mount, rest } => match self.statics.serve(mount, rest, &parts, &label).await {
+                Served::Response(response) => return Ok(response),
+                Served::FallThrough => {}
+            },
+            Route::App => {}
+        }
 
         let max = self.config.max_request_body;
         if declared_length(&parts.headers).is_some_and(|len| len > max) {

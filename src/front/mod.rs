@@ -11,5 +11,6 @@ mod listener;
 mod request_body;
 mod response;
 
-pub use handler::Front;
+pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};
+pub use response::{segments_body, ResponseBody, Segment};

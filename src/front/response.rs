@@ -228,13 +228,44 @@ async fn pump(
     }
 }
 
-enum Segment {
+/// A piece of a response body: bytes in memory, or a range of a file read
+/// in [`FILE_CHUNK`] pieces only when the client is ready for them.
+pub enum Segment {
     Mem(Bytes),
     File {
         file: Arc<std::fs::File>,
         offset: u64,
         len: u64,
     },
+}
+
+/// A body made of `segments` (static files, multipart ranges): a task
+/// reads file ranges a chunk at a time as the client takes them, so at most
+/// [`CLIENT_QUEUE`] chunks per response are ever in memory.
+pub fn segments_body(segments: Vec<Segment>, label: String) -> ResponseBody {
+    let mut spool = Spool::new(0);
+    for segment in segments {
+        if let Segment::Mem(data) = &segment {
+            spool.mem += data.len();
+        }
+        spool.queue.push_back(segment);
+    }
+    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    tokio::spawn(async move {
+        while !spool.queue.is_empty() {
+            // A closed client: stop reading.
+            let Ok(permit) = tx.reserve().await else { return };
+            match spool.next_chunk().await {
+                Ok(chunk) => permit.send(Ok(chunk)),
+                Err(e) => {
+                    tracing::error!("{label}: reading file: {e}");
+                    permit.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    ResponseBody::Stream(rx)
 }
 
 /// Response bytes received from the worker and not yet sent to the client.

@@ -167,10 +167,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     for listener in &listeners {
         tracing::info!("listening on {}", listener.url());
     }
-    let front = Arc::new(Front {
-        config: Arc::clone(&config),
-        pool: Arc::clone(&pool),
-    });
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
     front::serve(listeners, front, stop_rx);
     if config.reload {
         sup.watch_files();
