@@ -141,13 +141,16 @@ def test_admin_stylesheet_is_applied(browser, site):
     require_static()
     style = browser.execute_script(
         "const s = getComputedStyle(arguments[0]);"
-        "return {display: s.display, padding: s.paddingLeft, bg: s.backgroundColor};",
+        "const root = getComputedStyle(document.documentElement);"
+        "return {display: s.display, bg: s.backgroundColor,"
+        "        secondary: root.getPropertyValue('--secondary').trim()};",
         header,
     )
-    # Unstyled, #header is a transparent block with no padding.
+    # Unstyled, #header is a transparent block and --secondary is undefined;
+    # base.css makes it a flex box painted with --header-bg (= --secondary).
     assert style["display"] == "flex", style
-    assert style["padding"] == "40px", style
     assert style["bg"] not in ("rgba(0, 0, 0, 0)", "transparent"), style
+    assert style["secondary"].startswith("#"), style
 
 
 def test_admin_log_in_add_and_edit_an_entry(browser, site):

@@ -1,12 +1,13 @@
 """`manage.py demo_setup`: everything the site needs before it is served.
 
 Migrates the database, creates (or resets) the demo admin user and prints
-its credentials, and collects static files into STATIC_ROOT with hashed
-names. Safe to run again.
+its credentials, creates MEDIA_ROOT, and collects static files into
+STATIC_ROOT with hashed names. Safe to run again.
 """
 
 import os
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -32,6 +33,9 @@ class Command(BaseCommand):
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
+        # tandem's --static /media/=media wants the directory to exist before
+        # the first upload creates it.
+        os.makedirs(settings.MEDIA_ROOT, exist_ok=True)
         if not skip_static:
             call_command("collectstatic", interactive=False, verbosity=0)
             self.stdout.write("static files collected (hashed names)")
