@@ -93,7 +93,7 @@ SCENARIOS: dict[str, Scenario] = {
             name="django-page",
             description="the example Django site's list page: 20 rows from SQLite through a"
             " template (DEBUG off)",
-            app="mysite.wsgi",
+            app="mysite.wsgi:application",
             expect_body=b'<li class="entry">',
             cwd=DJANGO_DIR,
             django=True,
@@ -101,7 +101,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="django-static",
             description="a hashed static file of the same site (admin/css/base.css, ~22 KB)",
-            app="mysite.wsgi",
+            app="mysite.wsgi:application",
             expect_body=b"--header-bg",
             path=hashed_static("admin/css/base.css"),
             cwd=DJANGO_DIR,

@@ -112,7 +112,7 @@ cp "$BENCH_DIR/apps/settings_whitenoise.py" "$SITE/mysite/settings_whitenoise.py
     cd "$SITE"
     env -u DJANGO_SETTINGS_MODULE -u DJANGO_DB_PATH -u DJANGO_STATIC_ROOT -u DJANGO_MEDIA_ROOT \
         "$VENV/bin/python" manage.py demo_setup >/dev/null
-    env -u DJANGO_SETTINGS_MODULE -u DJANGO_DB_PATH "$VENV/bin/python" manage.py shell -c '
+    env -u DJANGO_SETTINGS_MODULE -u DJANGO_DB_PATH "$VENV/bin/python" manage.py shell -v 0 -c '
 from guestbook.models import Entry
 Entry.objects.bulk_create(
     Entry(name=f"visitor {i}", message=f"Message number {i}, " + "lorem ipsum " * 8)

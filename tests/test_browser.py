@@ -108,18 +108,17 @@ def wait_for(driver, css):
 def submit(driver, form_css, fields):
     """Fills a form's fields by name and submits it with its submit button."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
 
     form = wait_for(driver, form_css)
     for name, value in fields.items():
-        field = form.find_element(By.NAME, name)
+        field = form.find_element(By.NAME, name)  # a file input takes a path
         if field.get_attribute("type") != "file":
             field.clear()
         field.send_keys(value)
     old = driver.find_element(By.TAG_NAME, "html")
     form.find_element(By.CSS_SELECTOR, "[type=submit]").click()
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
-
     WebDriverWait(driver, WAIT).until(EC.staleness_of(old))  # the next page loaded
 
 
