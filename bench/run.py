@@ -42,7 +42,9 @@ START_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 WARMUP_SECONDS = 1
 # a "× NAME" column for each one in the run
-RATIO_BASELINES = ["gunicorn", "nginx+gunicorn", "granian"]
+RATIO_BASELINES = ["gunicorn", "nginx+gunicorn", "granian", "nginx"]
+# Files the static scenarios serve, written afresh by each run.
+STATIC_DIR = Path(tempfile.gettempdir()) / "tandem-bench-static"
 
 
 # --- scenarios -------------------------------------------------------------------
@@ -56,6 +58,9 @@ class Scenario:
     expect_body: bytes  # a correct answer is this, or contains it (checked before measuring)
     path: str | Callable[[], str] = "/"  # the URL path wrk requests (or what computes it)
     cwd: Path = APPS_DIR
+    kind: str = "app"  # "app": a WSGI app; "static": files under STATIC_DIR served at /static/
+    connections: int | None = None  # wrk connections, if not --connections
+    static_size: int = 0  # for "static": the size of the file at `path`
     # Django: static files from the server's static route where it has one
     # (tandem, nginx), else from Django through WhiteNoise.
     django: bool = False
@@ -78,6 +83,13 @@ def hashed_static(name: str) -> Callable[[], str]:
         return "/static/" + paths[name]
 
     return path
+
+
+def static_content(size: int) -> bytes:
+    """Deterministic CSS-looking bytes of exactly `size` bytes."""
+    line = b".c%08d { color: #123456; margin: 0 auto; }\n"
+    text = b"".join(line % i for i in range(size // len(line % 0) + 1))
+    return text[:size]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -107,8 +119,36 @@ SCENARIOS: dict[str, Scenario] = {
             cwd=DJANGO_DIR,
             django=True,
         ),
+        Scenario(
+            name="static-10k",
+            description="a 10 KB CSS file from disk (64 connections)",
+            app="hello:app",
+            expect_body=static_content(10 * 1024),
+            path="/static/app.css",
+            kind="static",
+            connections=64,
+            static_size=10 * 1024,
+        ),
+        Scenario(
+            name="static-5m",
+            description="a 5 MB file from disk (8 connections)",
+            app="hello:app",
+            expect_body=static_content(5 * 1024 * 1024),
+            path="/static/big.css",
+            kind="static",
+            connections=8,
+            static_size=5 * 1024 * 1024,
+        ),
     ]
 }
+
+
+def prepare_static() -> None:
+    STATIC_DIR.mkdir(exist_ok=True)
+    for sc in SCENARIOS.values():
+        if sc.kind == "static":
+            (STATIC_DIR / sc.path.rpartition("/")[2]).write_bytes(static_content(sc.static_size))
+    STATIC_DIR.chmod(0o755)
 
 
 # --- servers ---------------------------------------------------------------------
@@ -120,6 +160,7 @@ class Server:
     # (scenario, workers, port) -> argv; the server runs with cwd=scenario.cwd
     command: Callable[[Scenario, int, int], list[str]]
     version: list[str]  # argv that prints the version
+    kinds: tuple[str, ...] = ("app",)  # the scenario kinds it can serve
 
 
 def venv(exe: str) -> str:
@@ -136,7 +177,42 @@ def whitenoise(sc: Scenario) -> list[str]:
 
 def tandem(sc: Scenario, workers: int, port: int) -> list[str]:
     argv = [venv("tandem"), sc.app, "-w", str(workers), "-b", f"{HOST}:{port}"]
-    return argv + (["--static", "/static/=staticfiles"] if sc.django else [])
+    if sc.kind == "static":
+        argv += ["--static", f"/static/={STATIC_DIR}"]
+    elif sc.django:
+        argv += ["--static", "/static/=staticfiles"]
+    return argv
+
+
+def nginx(sc: Scenario, workers: int, port: int) -> list[str]:
+    # nginx alone serving the same directory: `workers` worker processes, sendfile on.
+    conf_dir = Path(tempfile.mkdtemp(prefix="tandem-bench-nginx-"))
+    (conf_dir / "nginx.conf").write_text(
+        f"""daemon off;
+master_process on;
+worker_processes {workers};
+pid {conf_dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {conf_dir}/body;
+    proxy_temp_path {conf_dir}/proxy;
+    fastcgi_temp_path {conf_dir}/fastcgi;
+    uwsgi_temp_path {conf_dir}/uwsgi;
+    scgi_temp_path {conf_dir}/scgi;
+    server {{
+        listen {HOST}:{port};
+        location /static/ {{ alias {STATIC_DIR}/; }}
+    }}
+}}
+"""
+    )
+    return [NGINX, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
 
 
 def gunicorn(sc: Scenario, workers: int, port: int) -> list[str]:
@@ -157,10 +233,11 @@ def granian(sc: Scenario, workers: int, port: int) -> list[str]:
 SERVERS: dict[str, Server] = {
     s.name: s
     for s in [
-        Server("tandem", tandem, [venv("tandem"), "--version"]),
+        Server("tandem", tandem, [venv("tandem"), "--version"], kinds=("app", "static")),
         Server("gunicorn", gunicorn, [venv("gunicorn"), "--version"]),
         Server("nginx+gunicorn", nginx_gunicorn, [NGINX, "-v"]),
         Server("granian", granian, [venv("granian"), "--version"]),
+        Server("nginx", nginx, [NGINX, "-v"], kinds=("static",)),
     ]
 }
 
@@ -187,9 +264,10 @@ def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkRe
     running = Running(server.name, argv, sc.cwd, server_env(), log)
     try:
         running.wait_ready(url, sc.expect_body, START_TIMEOUT)
-        wrk.run(url, WARMUP_SECONDS, args.connections, args.threads)
+        connections = sc.connections or args.connections
+        wrk.run(url, WARMUP_SECONDS, connections, args.threads)
         before = cpu.snapshot(running.pgid)
-        result, text = wrk.run(url, args.duration, args.connections, args.threads)
+        result, text = wrk.run(url, args.duration, connections, args.threads)
         result.cpu = cpu.use(before, cpu.snapshot(running.pgid))
         raw.write(f"### {server.name} {sc.name}\n$ {' '.join(argv)}\n{text}\n")
         running.check_alive()
@@ -230,6 +308,11 @@ def parse_args(argv: list[str]):
     return args
 
 
+def serves(server: str, scenario: str) -> bool:
+    """Whether a server takes part in a scenario (nginx serves no WSGI app)."""
+    return SCENARIOS[scenario].kind in SERVERS[server].kinds
+
+
 def say(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -247,11 +330,11 @@ def main(argv: list[str]) -> int:
     machine = report.machine_info()
     versions = [first_line_of(SERVERS[srv].version) for srv in args.servers]
     each = WARMUP_SECONDS + args.duration + 3
-    total = args.rounds * len(args.scenarios) * len(args.servers) * each
+    pairs = sum(1 for sc in args.scenarios for srv in args.servers if serves(srv, sc))
+    total = args.rounds * pairs * each
     say(
-        f"{args.rounds} rounds × {len(args.scenarios)} scenarios × {len(args.servers)} "
-        f"servers, about {total // 60} min {total % 60} s; load {machine['load']}, "
-        f"CPUs {machine['busy']} busy"
+        f"{args.rounds} rounds × {pairs} scenario/server pairs, about {total // 60} min "
+        f"{total % 60} s; load {machine['load']}, CPUs {machine['busy']} busy"
     )
     if machine["warning"]:
         say(f"warning: {machine['warning']}")
@@ -261,11 +344,15 @@ def main(argv: list[str]) -> int:
     out_path = args.out or RESULTS_DIR / f"{stem}.md"
     raw_path = out_path.with_suffix(".raw")
 
+    if any(SCENARIOS[sc].kind == "static" for sc in args.scenarios):
+        prepare_static()
     rounds: list[report.Round] = []
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp, open(raw_path, "w") as raw:
         for n in range(1, args.rounds + 1):
             for sc in args.scenarios:
                 for srv in args.servers:
+                    if not serves(srv, sc):
+                        continue
                     r = report.Round(n, sc, srv)
                     try:
                         r.result = measure(SERVERS[srv], SCENARIOS[sc], args, Path(tmp), raw)

@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod statics;
+
+use statics::StaticArgs;
+pub use statics::{parse_static, StaticMount, StaticOptions};
+
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
@@ -39,55 +44,6 @@ pub struct AppSpec {
     pub pythonpath: Vec<PathBuf>,
     /// The Python interpreter that started tandem; workers run on it.
     pub python: PathBuf,
-}
-
-/// One `--static PREFIX=DIR`: requests under `prefix` are files under `root`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticMount {
-    /// URL path prefix, starting and ending with '/' (`/static/`).
-    pub prefix: String,
-    /// The directory served, absolute and with symlinks resolved, so that
-    /// "inside the root" can be checked against resolved file paths.
-    pub root: PathBuf,
-}
-
-/// How every static route behaves (one set of options for all of them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticOptions {
-    /// `Cache-Control: public, max-age=N` for files without a content hash
-    /// in their name (hashed names always get a year and `immutable`).
-    pub max_age: u64,
-    /// File served for a request that names a directory (`index.html`);
-    /// `None`: directories are 404.
-    pub index: Option<String>,
-    /// Serve files and directories whose name starts with '.'.
-    pub dotfiles: bool,
-    /// Follow symlinks that lead outside the root.
-    pub follow_symlinks: bool,
-    /// A file missing under a static prefix goes to the app instead of 404.
-    pub fallthrough: bool,
-    /// Gzip text files on the fly for clients that accept it, when no
-    /// precompressed sibling exists.
-    pub compress: bool,
-    /// Files smaller than this are never compressed on the fly.
-    pub compress_min_size: u64,
-    /// Bytes of compressed files kept in memory.
-    pub compress_cache: usize,
-}
-
-impl Default for StaticOptions {
-    fn default() -> StaticOptions {
-        StaticOptions {
-            max_age: 60,
-            index: None,
-            dotfiles: false,
-            follow_symlinks: false,
-            fallthrough: false,
-            compress: false,
-            compress_min_size: 1024,
-            compress_cache: 64 * 1024 * 1024,
-        }
-    }
 }
 
 /// Everything tandem runs with.
@@ -231,50 +187,8 @@ struct Cli {
     #[arg(long, value_name = "INT", hide = true)]
     front_threads: Option<usize>,
 
-    /// Serve the files under DIR at URL prefix PREFIX (which starts and ends
-    /// with '/'), e.g. --static /static/=staticfiles. Repeatable; the longest
-    /// matching prefix wins and the app gets everything else. A relative DIR
-    /// is relative to --chdir, if given.
-    #[arg(long = "static", value_name = "PREFIX=DIR", help_heading = "Static files")]
-    statics: Vec<String>,
-
-    /// Cache-Control max-age in seconds for static files without a content
-    /// hash in their name. Hashed names (app.0123456789ab.css, as Django's
-    /// ManifestStaticFilesStorage writes them) always get a year and
-    /// 'immutable'.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, help_heading = "Static files")]
-    static_max_age: u64,
-
-    /// File to serve for a request naming a directory, e.g. index.html.
-    /// Default: none (directories are 404; there are no listings).
-    #[arg(long, value_name = "NAME", help_heading = "Static files")]
-    static_index: Option<String>,
-
-    /// Serve files and directories whose names start with '.' (hidden, 404, by default).
-    #[arg(long, help_heading = "Static files")]
-    static_dotfiles: bool,
-
-    /// Follow symlinks that point outside a static directory (refused, 404, by default).
-    #[arg(long, help_heading = "Static files")]
-    static_follow_symlinks: bool,
-
-    /// Pass requests for missing static files to the app instead of answering 404.
-    #[arg(long, help_heading = "Static files")]
-    static_fallthrough: bool,
-
-    /// Gzip text files on the fly (CSS, JS, HTML, JSON, SVG...) for clients that
-    /// accept it, when no precompressed .br/.zst/.gz sibling exists. Results
-    /// are cached in memory.
-    #[arg(long, help_heading = "Static files")]
-    static_compress: bool,
-
-    /// Smallest file compressed on the fly.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024, help_heading = "Static files")]
-    static_compress_min_size: u64,
-
-    /// Memory for on-the-fly compressed files; the oldest entries go first.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, help_heading = "Static files")]
-    static_compress_cache: usize,
+    #[command(flatten)]
+    statics: StaticArgs,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -379,21 +293,7 @@ impl Cli {
             Some(dir) => dir.clone(),
             None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
         };
-        let statics = self
-            .statics
-            .iter()
-            .map(|s| parse_static(s, &base))
-            .collect::<Result<_, _>>()?;
-        let static_options = StaticOptions {
-            max_age: self.static_max_age,
-            index: self.static_index.filter(|name| !name.is_empty()),
-            dotfiles: self.static_dotfiles,
-            follow_symlinks: self.static_follow_symlinks,
-            fallthrough: self.static_fallthrough,
-            compress: self.static_compress,
-            compress_min_size: self.static_compress_min_size,
-            compress_cache: self.static_compress_cache,
-        };
+        let (statics, static_options) = self.statics.into_config(&base)?;
         let pythonpath = self
             .pythonpath
             .iter()
@@ -434,53 +334,11 @@ impl Cli {
 }
 
 impl Config {
-    /// Checks what the types can't: static prefixes that start and end with
-    /// '/' and are not repeated, static roots that are directories, an index
-    /// name that is a plain file name.
+    /// Checks what the types can't (for now: the static routes, see
+    /// [`statics::validate`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |msg: String| Err(ConfigError(msg));
-        for (i, mount) in self.statics.iter().enumerate() {
-            let StaticMount { prefix, root } = mount;
-            if !prefix.starts_with('/') || !prefix.ends_with('/') {
-                return err(format!(
-                    "invalid --static prefix '{prefix}': must start and end with '/'"
-                ));
-            }
-            if prefix.contains("//") || prefix.split('/').any(|seg| seg == "." || seg == "..") {
-                return err(format!(
-                    "invalid --static prefix '{prefix}': empty, '.' or '..' segment"
-                ));
-            }
-            if self.statics[..i].iter().any(|m| &m.prefix == prefix) {
-                return err(format!("--static prefix '{prefix}' given twice"));
-            }
-            if !root.is_dir() {
-                return err(format!("--static {prefix}={}: no such directory", root.display()));
-            }
-        }
-        if let Some(index) = &self.static_options.index {
-            if index.contains('/') || index == "." || index == ".." {
-                return err(format!("invalid --static-index '{index}': expected a file name"));
-            }
-        }
-        Ok(())
+        statics::validate(&self.statics, &self.static_options)
     }
-}
-
-/// Parses one `--static PREFIX=DIR`; a relative DIR is taken from `base`.
-/// The directory is resolved (symlinks and all) when it exists; `validate`
-/// reports it when it doesn't.
-pub fn parse_static(text: &str, base: &std::path::Path) -> Result<StaticMount, ConfigError> {
-    let (prefix, dir) = match text.split_once('=') {
-        Some((prefix, dir)) if !prefix.is_empty() && !dir.is_empty() => (prefix, dir),
-        _ => return Err(ConfigError(format!("invalid --static '{text}': expected PREFIX=DIR"))),
-    };
-    let root = base.join(dir);
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
-    Ok(StaticMount {
-        prefix: prefix.to_string(),
-        root,
-    })
 }
 
 /// Parses one `--bind` value.
@@ -607,58 +465,6 @@ mod tests {
             let msg = parse(args).unwrap_err().to_string();
             assert!(!msg.contains('\n'), "{msg:?}");
         }
-    }
-
-    #[test]
-    fn static_flags_become_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let spec = format!("/static/={}", dir.path().display());
-        let c = parse(&["--static", &spec, "--static-max-age", "5", "--static-compress", "x"]).unwrap();
-        assert_eq!(
-            c.statics,
-            vec![StaticMount {
-                prefix: "/static/".into(),
-                root
-            }]
-        );
-        assert_eq!(c.static_options.max_age, 5);
-        assert!(c.static_options.compress && !c.static_options.dotfiles && !c.static_options.fallthrough);
-        assert_eq!(parse(&["x"]).unwrap().static_options, StaticOptions::default());
-    }
-
-    #[test]
-    fn relative_static_dirs_start_at_chdir() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("files")).unwrap();
-        let chdir = dir.path().to_str().unwrap();
-        let c = parse(&["--chdir", chdir, "--static", "/f/=files", "x"]).unwrap();
-        assert_eq!(
-            c.statics[0].root,
-            std::fs::canonicalize(dir.path().join("files")).unwrap()
-        );
-    }
-
-    #[test]
-    fn bad_static_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        for (spec, why) in [
-            ("nodir".to_string(), "expected PREFIX=DIR"),
-            (format!("static/={d}"), "must start and end"),
-            (format!("/static={d}"), "must start and end"),
-            (format!("/a//b/={d}"), "'..' segment"),
-            (format!("/a/../={d}"), "'..' segment"),
-            ("/s/=/no/such/dir".to_string(), "no such directory"),
-        ] {
-            let msg = parse(&["--static", &spec, "x"]).unwrap_err().to_string();
-            assert!(msg.contains(why), "{spec}: {msg}");
-        }
-        let spec = format!("/s/={d}");
-        let msg = parse(&["--static", &spec, "--static", &spec, "x"])
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("given twice"), "{msg}");
     }
 
     #[test]

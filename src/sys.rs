@@ -1,6 +1,7 @@
 //! The few system calls the standard library and tokio don't wrap:
 //! socket pairs of a chosen type, `sendmsg`/`recvmsg` with a file
-//! descriptor riding along (`SCM_RIGHTS`), and `memfd_create`.
+//! descriptor riding along (`SCM_RIGHTS`), `memfd_create`, and `openat2`
+//! confined beneath a directory.
 //!
 //! This is one of the two modules allowed `unsafe` (the other is the child
 //! set-up in `supervisor::spawn`). Everything here is blocking or
@@ -358,6 +359,47 @@ pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
     }
     // SAFETY: memfd_create returned a new descriptor that we now own.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// `struct open_how` of `openat2(2)` (libc's is `non_exhaustive`).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Opens `path` (relative) read-only beneath the directory `dir`, with
+/// `openat2(2)` and `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: the kernel
+/// refuses (`EXDEV`) any resolution that would leave `dir`, through `..`,
+/// an absolute path or a symlink, atomically, so no rename race can lead
+/// outside. `extra_flags` are added to `O_RDONLY | O_CLOEXEC`. `ENOSYS`
+/// before Linux 5.6.
+pub fn open_beneath(dir: &impl AsRawFd, path: &std::path::Path, extra_flags: i32) -> io::Result<std::fs::File> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | extra_flags) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `how` a properly laid
+    // out open_how, both alive for the call; the size passed is its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            mem::size_of::<OpenHow>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor that we now own.
+    Ok(unsafe { std::fs::File::from_raw_fd(rc as RawFd) })
 }
 
 #[cfg(test)]

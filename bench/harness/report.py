@@ -164,7 +164,8 @@ def markdown(
     for name, description in scenarios:
         these = [r for r in rounds if r.scenario == name]
         out += [f"## {name}: {description}", ""]
-        out += _summary_table(these, servers, baselines)
+        present = [s for s in servers if any(r.server == s for r in these)]
+        out += _summary_table(these, present, baselines)
         out += [
             "",
             "Every round. Errors: non-2xx/3xx responses and socket errors, as wrk reports "

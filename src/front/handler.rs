@@ -47,7 +47,7 @@ impl Front {
     pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Front {
         Front {
             router: Router::new(&config.statics),
-            statics: StaticFiles::new(config.static_options.clone()),
+            statics: StaticFiles::new(&config.statics, config.static_options.clone()),
             config,
             pool,
         }

@@ -10,14 +10,17 @@
 //! resolves `.` too). What survives can be joined to the root without
 //! leaving it lexically.
 //!
-//! [`open_beneath`] does the file-system half: unless symlinks may lead
-//! anywhere, it resolves the joined path (`realpath`) and refuses a result
-//! outside the root, then opens that resolved path with `O_NOFOLLOW`. A
-//! symlink swapped in between the two calls can only redirect within what
-//! the resolved path's directories allow; a race-free `openat2` with
-//! `RESOLVE_BENEATH` is a later refinement. What the HTTP status of a
-//! refusal is lives here too ([`Refused::status`]); deciding what to send
-//! for a file that was found is `serve`'s business.
+//! [`open_beneath`] does the file-system half. Unless symlinks may lead
+//! anywhere, it opens the path with `openat2(2)` and `RESOLVE_BENEATH`
+//! relative to a descriptor of the root (`sys::open_beneath`): the kernel
+//! refuses, atomically, any resolution that leaves the root, so no rename
+//! race can lead outside. Where that answers "leaves the root" (which an
+//! absolute symlink pointing back inside also does) or is unavailable
+//! (kernels before 5.6, seccomp), the path is resolved in user space
+//! (`realpath`), refused if the result is outside the root, and the result
+//! opened with `O_NOFOLLOW`. The HTTP status of a refusal is decided here
+//! too ([`Refused::status`]); what to send for a file that was found is
+//! `serve`'s business.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
@@ -113,44 +116,85 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
+/// A static root: its resolved path, and a descriptor of the directory
+/// for `openat2` (none if it couldn't be opened: the slower path then).
+#[derive(Debug)]
+pub struct Root {
+    pub path: PathBuf,
+    dir: Option<File>,
+}
+
+impl Root {
+    /// `path` must already be resolved (config does that).
+    pub fn open(path: &Path) -> Root {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(path)
+            .ok();
+        Root {
+            path: path.to_path_buf(),
+            dir,
+        }
+    }
+}
+
 /// What [`open_beneath`] found.
 #[derive(Debug)]
 pub enum Opened {
-    /// A regular file, and the path it was opened at (resolved unless
-    /// symlinks are followed).
-    File(File, Box<Metadata>, PathBuf),
+    /// A regular file and its metadata.
+    File(File, Box<Metadata>),
     Dir,
     /// Nothing there, or nothing that can be served (a socket, a device).
     Missing,
     Refused(Refused),
 }
 
-/// Opens `path` (a path under `root` built from [`segments`]) for reading,
-/// refusing anything that resolves outside `root` unless `follow_symlinks`.
-/// `root` must already be resolved (config does that). Blocking.
-pub fn open_beneath(root: &Path, path: &Path, follow_symlinks: bool) -> Opened {
-    let target = if follow_symlinks {
-        path.to_path_buf()
-    } else {
-        match std::fs::canonicalize(path) {
-            Ok(resolved) if resolved.starts_with(root) => resolved,
-            Ok(_) => return Opened::Refused(Refused::OutsideRoot),
-            Err(_) => return Opened::Missing,
-        }
+/// Opens `rel` (a relative path built from [`segments`]) under `root` for
+/// reading, refusing anything that resolves outside it unless
+/// `follow_symlinks`. Blocking.
+pub fn open_beneath(root: &Root, rel: &Path, follow_symlinks: bool) -> Opened {
+    if follow_symlinks {
+        return classify(open_file(&root.path.join(rel), false));
+    }
+    let Some(dir) = &root.dir else {
+        return resolve_then_open(root, rel);
     };
-    match open_file(&target, !follow_symlinks) {
-        Ok(Some((file, meta))) if meta.is_dir() => {
-            drop(file);
-            Opened::Dir
-        }
-        Ok(Some((file, meta))) if meta.is_file() => Opened::File(file, Box::new(meta), target),
+    let rel_or_dot = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    match crate::sys::open_beneath(dir, rel_or_dot, libc::O_NONBLOCK) {
+        Ok(file) => classify(file.metadata().map(|meta| Some((file, meta)))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => Opened::Missing,
+        // EXDEV: the path leaves the root, or goes through an absolute
+        // symlink that may lead back in; ENOSYS, EPERM (seccomp), EAGAIN
+        // (a rename race): decide the slow way.
+        Err(_) => resolve_then_open(root, rel),
+    }
+}
+
+/// Resolves `root/rel` in user space and opens the result if it is inside.
+fn resolve_then_open(root: &Root, rel: &Path) -> Opened {
+    match std::fs::canonicalize(root.path.join(rel)) {
+        Ok(resolved) if resolved.starts_with(&root.path) => classify(open_file(&resolved, true)),
+        Ok(_) => Opened::Refused(Refused::OutsideRoot),
+        Err(_) => Opened::Missing,
+    }
+}
+
+fn classify(opened: io::Result<Option<(File, Metadata)>>) -> Opened {
+    match opened {
+        Ok(Some((_, meta))) if meta.is_dir() => Opened::Dir,
+        Ok(Some((file, meta))) if meta.is_file() => Opened::File(file, Box::new(meta)),
         Ok(_) | Err(_) => Opened::Missing,
     }
 }
 
 /// Opens `path` read-only without blocking on a FIFO; with `nofollow`, a
 /// symlink as the last component counts as absent. `Ok(None)`: no such file.
-pub fn open_file(path: &Path, nofollow: bool) -> io::Result<Option<(File, Metadata)>> {
+fn open_file(path: &Path, nofollow: bool) -> io::Result<Option<(File, Metadata)>> {
     let mut flags = libc::O_NONBLOCK;
     if nofollow {
         flags |= libc::O_NOFOLLOW;
@@ -232,29 +276,39 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), "s").unwrap();
         let root_dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(root_dir.path()).unwrap();
-        std::fs::write(root.join("in.txt"), "in").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("out")).unwrap();
-        std::os::unix::fs::symlink(root.join("in.txt"), root.join("alias")).unwrap();
-        std::fs::create_dir(root.join("d")).unwrap();
+        let path = std::fs::canonicalize(root_dir.path()).unwrap();
+        std::fs::write(path.join("in.txt"), "in").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), path.join("out")).unwrap();
+        std::os::unix::fs::symlink("in.txt", path.join("alias")).unwrap();
+        std::os::unix::fs::symlink(path.join("in.txt"), path.join("absolute-alias")).unwrap();
+        std::os::unix::fs::symlink("../..", path.join("up")).unwrap();
+        std::fs::create_dir(path.join("d")).unwrap();
 
-        assert!(matches!(
-            open_beneath(&root, &root.join("in.txt"), false),
-            Opened::File(..)
-        ));
-        assert!(matches!(
-            open_beneath(&root, &root.join("alias"), false),
-            Opened::File(..)
-        ));
-        assert!(matches!(open_beneath(&root, &root.join("d"), false), Opened::Dir));
-        assert!(matches!(
-            open_beneath(&root, &root.join("nope"), false),
-            Opened::Missing
-        ));
-        assert!(matches!(
-            open_beneath(&root, &root.join("out"), false),
-            Opened::Refused(Refused::OutsideRoot)
-        ));
-        assert!(matches!(open_beneath(&root, &root.join("out"), true), Opened::File(..)));
+        // With openat2, and with the user-space fallback.
+        let roots = [
+            Root::open(&path),
+            Root {
+                path: path.clone(),
+                dir: None,
+            },
+        ];
+        assert!(roots[0].dir.is_some());
+        for root in roots {
+            let open = |rel: &str, follow| open_beneath(&root, Path::new(rel), follow);
+            for inside in ["in.txt", "alias", "absolute-alias", "d/../in.txt"] {
+                assert!(matches!(open(inside, false), Opened::File(..)), "{inside}");
+            }
+            assert!(matches!(open("d", false), Opened::Dir));
+            assert!(matches!(open("", false), Opened::Dir));
+            assert!(matches!(open("nope", false), Opened::Missing));
+            for outside in ["out", "up", "up/etc/passwd", ".."] {
+                let got = open(outside, false);
+                assert!(
+                    matches!(got, Opened::Refused(Refused::OutsideRoot)),
+                    "{outside}: {got:?}"
+                );
+            }
+            assert!(matches!(open("out", true), Opened::File(..)));
+        }
     }
 }

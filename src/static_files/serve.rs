@@ -2,19 +2,20 @@
 //!
 //! ```text
 //! method (405 unless GET/HEAD) → path::segments (400/404 if refused)
-//!   → lookup on the blocking pool (404 or fall through if missing, 301 to add a '/')
+//!   → lookup (404 or fall through if missing, 301 to add a '/'; gzip on the blocking pool)
 //!   → preconditions (304, 412) → Range and If-Range (206, multipart 206, 416)
 //!   → headers (type, length, validators, cache, coding, Vary) → body
 //! ```
 //!
-//! Bodies: files up to `lookup::SMALL_FILE` are read during the lookup and
-//! sent from memory; larger ones are read in 256 KiB `pread`s on the
+//! Bodies: files up to `lookup::SMALL_FILE` are read during the lookup (on
+//! the runtime thread; `lookup` says why) and sent from memory; larger ones are read in 256 KiB `pread`s on the
 //! blocking pool as the client takes them (`front::segments_body`), so
 //! memory per response stays bounded whatever the file size. True
 //! `sendfile(2)` is not possible here: hyper owns the connection and only
 //! accepts body bytes from user space, so each chunk is copied once from
 //! the page cache. Everything about the connection itself is the front's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -27,13 +28,15 @@ use super::conditional::{self, Precondition};
 use super::content_type;
 use super::encoding::Accepted;
 use super::lookup::{self, Content, Found, Lookup, Wanted};
-use super::path;
+use super::path::{self, Root};
 use super::range::{self, ByteRange, Piece, Ranges};
 use crate::config::{StaticMount, StaticOptions};
 use crate::front::{error_response, segments_body, ResponseBody, Segment};
 
 /// The static-file handler shared by every connection.
 pub struct StaticFiles {
+    /// Each route's root, by prefix.
+    roots: HashMap<String, Root>,
     options: Arc<StaticOptions>,
     gzip_cache: Option<Arc<GzipCache>>,
 }
@@ -46,11 +49,13 @@ pub enum Served {
 }
 
 impl StaticFiles {
-    pub fn new(options: StaticOptions) -> StaticFiles {
+    pub fn new(mounts: &[StaticMount], options: StaticOptions) -> StaticFiles {
+        let roots = mounts.iter().map(|m| (m.prefix.clone(), Root::open(&m.root))).collect();
         let gzip_cache = options
             .compress
             .then(|| Arc::new(GzipCache::new(options.compress_cache)));
         StaticFiles {
+            roots,
             options: Arc::new(options),
             gzip_cache,
         }
@@ -74,27 +79,37 @@ impl StaticFiles {
             Err(why) => return refuse(label, why),
         };
 
+        let Some(root) = self.roots.get(&mount.prefix) else {
+            tracing::error!("{label}: 500, no root for {}", mount.prefix);
+            return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+        };
         let wanted = Wanted {
-            root: mount.root.clone(),
+            root,
             segments,
             trailing_slash: rest.is_empty() || rest.ends_with('/'),
             accepted: Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING)),
             want_body: parts.method == Method::GET,
         };
-        let (options, cache) = (Arc::clone(&self.options), self.gzip_cache.clone());
-        let result = tokio::task::spawn_blocking(move || lookup::lookup(wanted, &options, cache.as_deref())).await;
-        let found = match result {
-            Ok(Lookup::Found(found)) => found,
-            Ok(Lookup::Missing) if fallthrough => return Served::FallThrough,
-            Ok(Lookup::Missing) => {
+        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref()) {
+            Lookup::Found(found) => found,
+            Lookup::Missing if fallthrough => return Served::FallThrough,
+            Lookup::Missing => {
                 tracing::debug!("{label}: 404, no such file");
                 return Served::Response(error_response(StatusCode::NOT_FOUND));
             }
-            Ok(Lookup::Refused(why)) => return refuse(label, why),
-            Ok(Lookup::AddSlash) => return Served::Response(add_slash(parts)),
-            Err(err) => {
-                tracing::error!("{label}: 500, file lookup failed: {err}");
-                return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+            Lookup::Refused(why) => return refuse(label, why),
+            Lookup::AddSlash => return Served::Response(add_slash(parts)),
+            Lookup::Compress(pending) => {
+                let Some(cache) = self.gzip_cache.clone() else {
+                    return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                };
+                match tokio::task::spawn_blocking(move || pending.finish(&cache)).await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        tracing::error!("{label}: 500, compressing failed: {err}");
+                        return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                    }
+                }
             }
         };
         Served::Response(self.respond(found, parts, label))
