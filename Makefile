@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+DJANGO_SITE := examples/django_site
 # One interpreter for every pyo3 build (maturin, cargo test, clippy), so
 # cargo doesn't rebuild pyo3 each time it sees a different Python.
 export PYO3_PYTHON := $(abspath $(PY))
@@ -15,7 +16,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 
-$(VENV)/.deps: requirements-dev.txt | $(PY)
+$(VENV)/.deps: requirements-dev.txt $(DJANGO_SITE)/requirements.txt | $(PY)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
@@ -23,9 +24,14 @@ $(VENV)/.deps: requirements-dev.txt | $(PY)
 build: $(VENV)/.deps
 	$(VENV)/bin/maturin develop --release -q
 
-# Serves the bundled hello app on http://127.0.0.1:8000 with 2 workers.
+# Serves the example Django site on http://127.0.0.1:8000 with 4 workers:
+# migrates its SQLite database, creates the demo admin user (and prints its
+# credentials), collects the static files with hashed names, then runs tandem
+# with static routes for /static/ and /media/. Ctrl-C stops it.
 demo: build
-	cd examples && ../$(VENV)/bin/tandem hello:app -w 2 -b 127.0.0.1:8000
+	cd $(DJANGO_SITE) && ../../$(PY) manage.py demo_setup
+	cd $(DJANGO_SITE) && exec ../../$(VENV)/bin/tandem mysite.wsgi -w 4 -b 127.0.0.1:8000 \
+		--static /static/=staticfiles --static /media/=media
 
 lint: $(VENV)/.deps
 	cargo fmt --all -- --check

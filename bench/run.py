@@ -30,6 +30,10 @@ from harness.process import Running, first_line_of, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 APPS_DIR = BENCH_DIR / "apps"
+HARNESS_DIR = BENCH_DIR / "harness"
+# The example Django site, copied and set up by setup.sh (20 entries, static
+# files collected with hashed names, mysite/settings_whitenoise.py added).
+DJANGO_DIR = BENCH_DIR / ".django_site"
 RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = BENCH_DIR / ".venv" / "bin"
 
@@ -37,7 +41,8 @@ HOST = "127.0.0.1"  # every server binds here and wrk targets only here
 START_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 WARMUP_SECONDS = 1
-RATIO_BASELINES = ["gunicorn", "granian", "nginx"]  # a "× NAME" column for each one in the run
+# a "× NAME" column for each one in the run
+RATIO_BASELINES = ["gunicorn", "nginx+gunicorn", "granian", "nginx"]
 # Files the static scenarios serve, written afresh by each run.
 STATIC_DIR = Path(tempfile.gettempdir()) / "tandem-bench-static"
 
@@ -50,12 +55,34 @@ class Scenario:
     name: str
     description: str
     app: str  # MODULE:CALLABLE, importable from cwd
-    expect_body: bytes  # what a correct answer carries (checked before measuring)
-    path: str = "/"  # the URL path wrk requests
+    expect_body: bytes  # a correct answer is this, or contains it (checked before measuring)
+    path: str | Callable[[], str] = "/"  # the URL path wrk requests (or what computes it)
     cwd: Path = APPS_DIR
     kind: str = "app"  # "app": a WSGI app; "static": files under STATIC_DIR served at /static/
     connections: int | None = None  # wrk connections, if not --connections
     static_size: int = 0  # for "static": the size of the file at `path`
+    # Django: static files from the server's static route where it has one
+    # (tandem, nginx), else from Django through WhiteNoise.
+    django: bool = False
+
+    def url_path(self) -> str:
+        return self.path() if callable(self.path) else self.path
+
+
+def hashed_static(name: str) -> Callable[[], str]:
+    """The URL of collected static file `name`, with its hash (read from the manifest)."""
+
+    def path() -> str:
+        import json
+
+        manifest = DJANGO_DIR / "staticfiles" / "staticfiles.json"
+        try:
+            paths = json.loads(manifest.read_text())["paths"]
+        except OSError:
+            sys.exit(f"bench: {manifest} missing: run `bash bench/setup.sh` first")
+        return "/static/" + paths[name]
+
+    return path
 
 
 def static_content(size: int) -> bytes:
@@ -73,6 +100,24 @@ SCENARIOS: dict[str, Scenario] = {
             description="hello-world WSGI app, 14-byte text/plain body",
             app="hello:app",
             expect_body=b"Hello, world!\n",
+        ),
+        Scenario(
+            name="django-page",
+            description="the example Django site's list page: 20 rows from SQLite through a"
+            " template (DEBUG off)",
+            app="mysite.wsgi:application",
+            expect_body=b'<li class="entry">',
+            cwd=DJANGO_DIR,
+            django=True,
+        ),
+        Scenario(
+            name="django-static",
+            description="a hashed static file of the same site (admin/css/base.css, ~22 KB)",
+            app="mysite.wsgi:application",
+            expect_body=b"--header-bg",
+            path=hashed_static("admin/css/base.css"),
+            cwd=DJANGO_DIR,
+            django=True,
         ),
         Scenario(
             name="static-10k",
@@ -122,10 +167,20 @@ def venv(exe: str) -> str:
     return str(VENV_BIN / exe)
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def whitenoise(sc: Scenario) -> list[str]:
+    """The prefix that makes a Django scenario's app serve /static/ itself."""
+    return ["env", "DJANGO_SETTINGS_MODULE=mysite.settings_whitenoise"] if sc.django else []
+
+
 def tandem(sc: Scenario, workers: int, port: int) -> list[str]:
     argv = [venv("tandem"), sc.app, "-w", str(workers), "-b", f"{HOST}:{port}"]
     if sc.kind == "static":
         argv += ["--static", f"/static/={STATIC_DIR}"]
+    elif sc.django:
+        argv += ["--static", "/static/=staticfiles"]
     return argv
 
 
@@ -160,17 +215,19 @@ http {{
     return [NGINX, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
 
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
 def gunicorn(sc: Scenario, workers: int, port: int) -> list[str]:
     # sync workers, gunicorn's default
-    return [venv("gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}", sc.app]
+    return whitenoise(sc) + [venv("gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}", sc.app]
+
+
+def nginx_gunicorn(sc: Scenario, workers: int, port: int) -> list[str]:
+    argv = ["bash", str(HARNESS_DIR / "nginx_gunicorn.sh"), HOST, str(port), str(workers), sc.app]
+    return argv + (["staticfiles"] if sc.django else [])
 
 
 def granian(sc: Scenario, workers: int, port: int) -> list[str]:
     argv = [venv("granian"), "--interface", "wsgi", "--workers", str(workers)]
-    return argv + ["--host", HOST, "--port", str(port), sc.app]
+    return whitenoise(sc) + argv + ["--host", HOST, "--port", str(port), sc.app]
 
 
 SERVERS: dict[str, Server] = {
@@ -178,6 +235,7 @@ SERVERS: dict[str, Server] = {
     for s in [
         Server("tandem", tandem, [venv("tandem"), "--version"], kinds=("app", "static")),
         Server("gunicorn", gunicorn, [venv("gunicorn"), "--version"]),
+        Server("nginx+gunicorn", nginx_gunicorn, [NGINX, "-v"]),
         Server("granian", granian, [venv("granian"), "--version"]),
         Server("nginx", nginx, [NGINX, "-v"], kinds=("static",)),
     ]
@@ -200,7 +258,7 @@ def server_env() -> dict[str, str]:
 
 def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkResult:
     port = free_port(HOST)
-    url = f"http://{HOST}:{port}{sc.path}"
+    url = f"http://{HOST}:{port}{sc.url_path()}"
     argv = server.command(sc, args.workers, port)
     log = log_dir / f"{server.name}-{sc.name}-{port}.log"
     running = Running(server.name, argv, sc.cwd, server_env(), log)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what bench/run.py compares, into places of its own:
 #   - wrk and nginx from Debian's packages (apt-get, only if missing);
-#   - bench/.venv with gunicorn, granian and tandem built from this checkout.
+#   - bench/.venv with gunicorn, granian, Django, WhiteNoise and tandem built
+#     from this checkout;
+#   - bench/.django_site: a copy of examples/django_site, set up (database
+#     with 20 entries, static files collected) for the Django scenarios.
 # Idempotent and quick when nothing changed. tandem is rebuilt when the hash of
 # its sources (src/, python/, Cargo.*, pyproject.toml) differs from the stamp
 # left by the last build, so a stale build is never benchmarked.
@@ -16,7 +19,7 @@ ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 VENV="$BENCH_DIR/.venv"
 STAMP="$VENV/.tandem-src-hash"
 PYTHON="${PYTHON:-python3}"
-PY_PACKAGES=(gunicorn granian maturin django)
+PY_PACKAGES=(gunicorn granian maturin whitenoise -r "$ROOT/examples/django_site/requirements.txt")
 
 reinstall=0
 for arg in "$@"; do
@@ -96,6 +99,27 @@ if [ "$reinstall" -eq 1 ] || [ ! -x "$VENV/bin/tandem" ] || [ "$hash_now" != "$h
 else
     say "tandem is up to date with the sources (hash ${hash_now:0:12})"
 fi
+
+# --- the example Django site -------------------------------------------------
+# Laid out anew each time (a few seconds), so it always matches the example.
+SITE="$BENCH_DIR/.django_site"
+"$VENV/bin/python" -c 'import django, whitenoise' 2>/dev/null || pip install "${PY_PACKAGES[@]}"
+rm -rf "$SITE"
+cp -r "$ROOT/examples/django_site" "$SITE"
+rm -rf "$SITE/db.sqlite3" "$SITE/staticfiles" "$SITE/media"
+cp "$BENCH_DIR/apps/settings_whitenoise.py" "$SITE/mysite/settings_whitenoise.py"
+(
+    cd "$SITE"
+    env -u DJANGO_SETTINGS_MODULE -u DJANGO_DB_PATH -u DJANGO_STATIC_ROOT -u DJANGO_MEDIA_ROOT \
+        "$VENV/bin/python" manage.py demo_setup >/dev/null
+    env -u DJANGO_SETTINGS_MODULE -u DJANGO_DB_PATH "$VENV/bin/python" manage.py shell -v 0 -c '
+from guestbook.models import Entry
+Entry.objects.bulk_create(
+    Entry(name=f"visitor {i}", message=f"Message number {i}, " + "lorem ipsum " * 8)
+    for i in range(20)
+)'
+)
+say "Django site ready in bench/.django_site"
 
 "$VENV/bin/tandem" --version >/dev/null
 say "ready: $("$VENV/bin/tandem" --version 2>&1 | head -1), gunicorn $("$VENV/bin/gunicorn" --version 2>&1 | awk '{print $NF}' | tr -d ')'), $("$VENV/bin/granian" --version 2>&1 | head -1)"

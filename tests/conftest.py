@@ -548,3 +548,20 @@ def serving(*args, **kwargs):
         yield t
     finally:
         t.stop()
+
+
+@pytest.fixture(scope="session")
+def django_site(tmp_path_factory):
+    """A private, set-up copy of examples/django_site (see tests/django_site.py)."""
+    from django_site import prepare
+
+    return prepare(tmp_path_factory.mktemp("site"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item (`item.rep_call`), so a
+    fixture can tell in its teardown whether the test failed."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -42,8 +42,11 @@ def parse(out: str) -> WrkResult:
             raise BenchFailed(f"wrk output lacks {pattern!r}:\n{out}")
         return m
 
-    dist = need(r"Latency Distribution\n((?:\s+\d+%\s+\S+\n)+)").group(1)
+    # wrk pads some values ("99%    1.02s "), so allow spaces before the newline.
+    dist = need(r"Latency Distribution\n((?:\s+\d+%\s+\S+[ \t]*\n)+)").group(1)
     pct = {p: _ms(v) for p, v in re.findall(r"(\d+)%\s+(\S+)", dist)}
+    if "50" not in pct or "99" not in pct:  # e.g. a run too short or too slow to fill them
+        raise BenchFailed(f"wrk's latency distribution lacks p50 or p99:\n{out}")
     result = WrkResult(
         rps=float(need(r"^Requests/sec:\s+([\d.]+)").group(1)),
         p50_ms=pct["50"],
