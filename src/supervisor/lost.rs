@@ -31,6 +31,8 @@ pub(super) struct Ending {
     link_closed: bool,
     /// How it exited, once known (`Some(None)`: it exited, status unknown).
     status: Option<Option<ExitStatus>>,
+    /// When to start its replacement, if it gets one.
+    replace_after: Option<Duration>,
 }
 
 impl Supervisor {
@@ -41,10 +43,18 @@ impl Supervisor {
         self.maybe_look(pid, generation);
     }
 
-    /// The worker's process is gone.
-    pub(super) fn process_ended(&mut self, pid: u32, generation: u64, status: Option<ExitStatus>) {
+    /// The worker's process is gone; `replace_after` says when to start
+    /// its replacement (`None`: it gets none).
+    pub(super) fn process_ended(
+        &mut self,
+        pid: u32,
+        generation: u64,
+        status: Option<ExitStatus>,
+        replace_after: Option<Duration>,
+    ) {
         let ending = self.endings.entry(pid).or_default();
         ending.status = Some(status);
+        ending.replace_after = replace_after;
         self.maybe_look(pid, generation);
     }
 
@@ -53,10 +63,16 @@ impl Supervisor {
         if !complete {
             return;
         }
-        let Some(Ending { status: Some(status), .. }) = self.endings.remove(&pid) else { return };
-        if self.stopping || status.is_some_and(|s| s.code() == Some(0)) {
-            return;
+        let Some(Ending { status: Some(status), replace_after, .. }) = self.endings.remove(&pid) else { return };
+        if !self.stopping && status.is_none_or(|s| s.code() != Some(0)) {
+            self.look_for_lost(pid, generation);
         }
+        if let Some(delay) = replace_after {
+            self.replace(delay);
+        }
+    }
+
+    fn look_for_lost(&mut self, pid: u32, generation: u64) {
         let died_at = self.pool.now_ms();
         let others = self.workers.iter().any(|(&p, w)| p != pid && w.generation == generation)
             || self.pending_forks.get(&generation).is_some_and(|q: &VecDeque<_>| !q.is_empty());

@@ -349,10 +349,11 @@ impl Supervisor {
         let (pool, reader_link) = (Arc::clone(&self.pool), Arc::clone(&link));
         tokio::spawn(async move {
             let end = dispatch::read_replies(pool, reader_link, replies, ready_tx).await;
-            let _ = events.send(match end {
-                LinkEnd::Broken(why) => Event::Broken { pid, why },
-                LinkEnd::Closed => Event::LinkClosed { pid, generation },
-            });
+            if let LinkEnd::Broken(why) = end {
+                let _ = events.send(Event::Broken { pid, why });
+            }
+            // Either way nothing more will be read from this worker.
+            let _ = events.send(Event::LinkClosed { pid, generation });
         });
         let events = self.events_tx.clone();
         tokio::spawn(async move {
@@ -415,10 +416,19 @@ impl Supervisor {
             self.note_early_exit(pid, status);
             return;
         };
-        self.process_ended(pid, worker.generation, status);
+        let replace_after = self.replacement_delay(pid, &worker, status);
+        // The replacement starts once the dead worker's replies are all in
+        // and its unacknowledged requests (if any) are queued again, so a
+        // new worker can't be mistaken for one that read them.
+        self.process_ended(pid, worker.generation, status, replace_after);
         self.retire_idle_templates();
+    }
+
+    /// Whether (and after how long) a worker that exited is replaced, with
+    /// the log line that says why it exited.
+    fn replacement_delay(&mut self, pid: u32, worker: &Worker, status: Option<ExitStatus>) -> Option<Duration> {
         if self.stopping {
-            return;
+            return None;
         }
         if let Some(reload) = &self.reload {
             if reload.generation == worker.generation && worker.state == State::Booting {
@@ -427,12 +437,12 @@ impl Supervisor {
                     _ => format!("a new worker exited while booting ({})", describe(status)),
                 };
                 self.abort_reload(&why);
-                return;
+                return None;
             }
         }
         if worker.state == State::Draining || worker.generation != self.generation {
             tracing::info!("worker {pid} (generation {}) has stopped", worker.generation);
-            return;
+            return None;
         }
         let code = status.and_then(|s| s.code());
         let retired = code == Some(0) && worker.state == State::Ready;
@@ -445,7 +455,10 @@ impl Supervisor {
             } else {
                 tracing::warn!("worker {pid} exited: {}", describe(status));
             }
-            if worker.state == State::Booting || worker.started.elapsed() < QUICK_DEATH {
+            // Dying young without serving anything is what a crash loop
+            // looks like; a worker that served and then was killed is not.
+            let young = worker.started.elapsed() < QUICK_DEATH && worker.link.served() == 0;
+            if worker.state == State::Booting || young {
                 self.quick_deaths += 1;
             } else {
                 self.quick_deaths = 0;
@@ -456,10 +469,17 @@ impl Supervisor {
             0 | 1 => Duration::ZERO,
             n => Duration::from_millis(100u64 << (n - 2).min(7)).min(Duration::from_secs(10)),
         };
+        if !delay.is_zero() {
+            tracing::warn!("replacing it in {} ms: workers keep dying", delay.as_millis());
+        }
+        Some(delay)
+    }
+
+    /// Starts the replacement of a worker that exited.
+    fn replace(&mut self, delay: Duration) {
         if delay.is_zero() {
             self.fill();
         } else {
-            tracing::warn!("replacing it in {} ms: workers keep dying", delay.as_millis());
             self.later(delay, Event::Respawn);
         }
     }
