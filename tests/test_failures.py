@@ -188,3 +188,15 @@ def test_backlog_holds_under_a_burst(tandem_factory, tmp_path):
     th1.join(30)
     assert sorted(statuses) == [200] * backlog + [503] * (burst - backlog), statuses
     assert first and first[0][0] == 200
+
+
+def test_timeout_of_a_spinning_worker_dumps_the_spinning_function(tandem_factory):
+    # CPU-bound and never blocking: only the supervisor's clock can stop it.
+    t = tandem_factory("wsgi_app:app", "-t", "1", workers=1)
+    (old_pid,) = t.wait_workers(1)
+    mark = t.mark()
+    r = t.get("/spin?s=30", timeout=20)
+    assert r.status == 504
+    t.wait_for_log(r'File ".*wsgi_app\.py", line \d+ in spin_route', timeout=10, since=mark)
+    r = t.get("/pid", timeout=20)
+    assert r.status == 200 and int(r.body) != old_pid
