@@ -481,16 +481,20 @@ pub fn parse_bind(text: &str) -> Result<Bind, ConfigError> {
     addrs.next().map(Bind::Tcp).ok_or_else(|| bad("host resolves to no address"))
 }
 
+/// Parses a command line that must run (tests of this module and its children).
+#[cfg(test)]
+fn parse_for_test(args: &[&str]) -> Result<Config, ConfigError> {
+    match Config::from_args(args.iter().map(|s| s.to_string()).collect(), "python3".into())? {
+        Invocation::Run(config) => Ok(*config),
+        Invocation::Print(_) => panic!("expected a config"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        match Config::from_args(args.iter().map(|s| s.to_string()).collect(), "python3".into())? {
-            Invocation::Run(config) => Ok(*config),
-            Invocation::Print(_) => panic!("expected a config"),
-        }
-    }
+    use super::parse_for_test as parse;
 
     #[test]
     fn bind_forms() {

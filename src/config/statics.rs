@@ -172,15 +172,8 @@ pub fn parse_static(text: &str, base: &Path) -> Result<StaticMount, ConfigError>
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Invocation};
+    use super::super::parse_for_test as parse;
     use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        match Config::from_args(args.iter().map(|s| s.to_string()).collect(), "python3".into())? {
-            Invocation::Run(config) => Ok(*config),
-            Invocation::Print(_) => panic!("expected a config"),
-        }
-    }
 
     #[test]
     fn static_flags_become_config() {
