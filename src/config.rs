@@ -158,8 +158,11 @@ and a supervised pool of Python worker processes, in one command.";
     about = ABOUT,
     override_usage = "tandem [OPTIONS] APP_MODULE",
     after_help = "APP_MODULE is 'module:callable' or 'module' (then 'module:application'), \
-e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: TERM stops gracefully (in-flight requests \
-finish, up to --graceful-timeout); INT and QUIT stop at once."
+e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: HUP reloads (new workers import the code \
+again and take over once all are ready; if the new code fails to import, the old workers keep \
+serving); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
+--graceful-timeout); INT and QUIT stop at once.\n\nExit codes: 2 bad command line, 4 the app \
+failed to import, 3 workers failed to boot, 1 other start-up errors."
 )]
 struct Cli {
     /// The WSGI application, as MODULE:CALLABLE or MODULE.
