@@ -638,3 +638,58 @@ fn signal_name(sig: i32) -> &'static str {
         _ => "signal",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Invocation;
+
+    fn supervisor(pool: Arc<Pool>) -> Supervisor {
+        let Ok(Invocation::Run(config)) = Config::from_args(vec!["app:app".into()], "python3".into()) else {
+            panic!("a minimal command line must parse");
+        };
+        let (events_tx, events) = mpsc::unbounded_channel();
+        Supervisor {
+            target: 1,
+            config: Arc::new(*config),
+            pool,
+            events_tx,
+            events,
+            workers: HashMap::new(),
+            generation: 1,
+            reload: None,
+            templates: HashMap::new(),
+            pending_forks: HashMap::new(),
+            early_exits: HashMap::new(),
+            endings: HashMap::new(),
+            quick_deaths: 0,
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn status_reports_each_worker() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let pool = Pool::new(16).unwrap();
+            let mut sup = supervisor(Arc::clone(&pool));
+            // This test process stands in for a worker: its RSS is real.
+            let me = std::process::id();
+            let link = Arc::new(WorkerLink::new(me, 3, &pool));
+            sup.workers.insert(me, Worker { generation: 3, state: State::Draining, started: Instant::now(), link });
+            let status = sup.status();
+            assert_eq!(status.len(), 1);
+            let w = &status[0];
+            assert_eq!((w.pid, w.generation, w.state, w.served), (me, 3, State::Draining, 0));
+            assert!(w.rss_bytes > 0);
+            assert!(w.current.is_none());
+        });
+    }
+
+    #[test]
+    fn exit_statuses_read_like_a_log_line() {
+        assert_eq!(describe(Some(ExitStatus::from_raw(4 << 8))), "exit code 4");
+        assert_eq!(describe(Some(ExitStatus::from_raw(9))), "killed by signal 9 (SIGKILL, e.g. the OOM killer)");
+        assert_eq!(describe(None), "unknown status");
+    }
+}
