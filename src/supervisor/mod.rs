@@ -182,23 +182,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     let listeners = front::bind_all(&config.binds)?;
     let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let mut sup = Supervisor {
-        target: config.workers,
-        config: Arc::clone(&config),
-        pool: Arc::clone(&pool),
-        events_tx,
-        events,
-        workers: HashMap::new(),
-        generation: 1,
-        reload: None,
-        templates: HashMap::new(),
-        pending_forks: HashMap::new(),
-        early_exits: HashMap::new(),
-        endings: HashMap::new(),
-        quick_deaths: 0,
-        stopping: false,
-    };
+    let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
     let mut signals = Signals::new()?;
 
     let booted = tokio::select! {
@@ -273,6 +257,27 @@ fn remove_files(paths: &[std::path::PathBuf]) {
 }
 
 impl Supervisor {
+    /// A supervisor with no workers yet, at generation 1.
+    fn new(config: Arc<Config>, pool: Arc<Pool>) -> Supervisor {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        Supervisor {
+            target: config.workers,
+            config,
+            pool,
+            events_tx,
+            events,
+            workers: HashMap::new(),
+            generation: 1,
+            reload: None,
+            templates: HashMap::new(),
+            pending_forks: HashMap::new(),
+            early_exits: HashMap::new(),
+            endings: HashMap::new(),
+            quick_deaths: 0,
+            stopping: false,
+        }
+    }
+
     /// Starts the first generation and waits until every worker has loaded
     /// the app. Returns an exit code if they can't.
     async fn boot(&mut self) -> Option<i32> {
@@ -648,23 +653,7 @@ mod tests {
         let Ok(Invocation::Run(config)) = Config::from_args(vec!["app:app".into()], "python3".into()) else {
             panic!("a minimal command line must parse");
         };
-        let (events_tx, events) = mpsc::unbounded_channel();
-        Supervisor {
-            target: 1,
-            config: Arc::new(*config),
-            pool,
-            events_tx,
-            events,
-            workers: HashMap::new(),
-            generation: 1,
-            reload: None,
-            templates: HashMap::new(),
-            pending_forks: HashMap::new(),
-            early_exits: HashMap::new(),
-            endings: HashMap::new(),
-            quick_deaths: 0,
-            stopping: false,
-        }
+        Supervisor::new(Arc::new(*config), pool)
     }
 
     #[test]
