@@ -108,7 +108,6 @@ def wait_for(driver, css):
 def submit(driver, form_css, fields):
     """Fills a form's fields by name and submits it with its submit button."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     form = wait_for(driver, form_css)
@@ -119,7 +118,21 @@ def submit(driver, form_css, fields):
         field.send_keys(value)
     old = driver.find_element(By.TAG_NAME, "html")
     form.find_element(By.CSS_SELECTOR, "[type=submit]").click()
-    WebDriverWait(driver, WAIT).until(EC.staleness_of(old))  # the next page loaded
+    WebDriverWait(driver, WAIT).until(lambda d: gone(old))  # the next page loaded
+
+
+def gone(element):
+    """Whether `element` left the document. chromedriver reports a node of
+    an unloaded page either as stale or, in a race, as an inspector error."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as err:
+        return "does not belong to the document" in str(err)
+    return False
 
 
 def log_in(driver, site):
