@@ -31,7 +31,7 @@ pub const VERSION: u16 = 1;
 /// Largest frame (after the length prefix) either side accepts.
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest body chunk a worker puts in one [`Message::Body`] frame.
-pub const MAX_BODY_CHUNK: usize = 256 * 1024;
+pub const MAX_BODY_CHUNK: usize = 64 * 1024;
 /// Request bodies up to this size travel inside the request frame; larger
 /// ones travel as a file descriptor (memfd or spilled temp file).
 pub const INLINE_BODY_MAX: usize = 64 * 1024;
