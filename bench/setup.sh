@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what bench/run.py compares, into places of its own:
-#   - wrk and nginx from Debian's packages (apt-get, only if missing);
-#   - bench/.venv with gunicorn, granian, Django, WhiteNoise and tandem built
-#     from this checkout;
+#   - wrk, nginx and slowhttptest from Debian's packages (apt-get, only if
+#     missing);
+#   - bench/.venv with gunicorn, granian, uWSGI (built from source with the C
+#     compiler and the python3 headers), Django, WhiteNoise, matplotlib (for
+#     the chart) and tandem built from this checkout;
 #   - bench/.django_site: a copy of examples/django_site, set up (database
 #     with 20 entries, static files collected) for the Django scenarios.
 # Idempotent and quick when nothing changed. tandem is rebuilt when the hash of
@@ -19,7 +21,7 @@ ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 VENV="$BENCH_DIR/.venv"
 STAMP="$VENV/.tandem-src-hash"
 PYTHON="${PYTHON:-python3}"
-PY_PACKAGES=(gunicorn granian maturin whitenoise -r "$ROOT/examples/django_site/requirements.txt")
+PY_PACKAGES=(gunicorn granian uwsgi maturin matplotlib whitenoise -r "$ROOT/examples/django_site/requirements.txt")
 
 reinstall=0
 for arg in "$@"; do
@@ -36,6 +38,11 @@ say() { echo "bench/setup: $*" >&2; }
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
+# uWSGI has no wheel: pip compiles it, which needs a C compiler and Python's headers.
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+python_h="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
+[ -f "$python_h" ] || missing+=("$("$PYTHON" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')")
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
     SUDO=""
@@ -62,9 +69,10 @@ fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
 have_all=1
-for exe in gunicorn granian maturin django-admin; do
+for exe in gunicorn granian uwsgi maturin django-admin; do
     [ -x "$VENV/bin/$exe" ] || have_all=0
 done
+"$VENV/bin/python" -c 'import matplotlib' 2>/dev/null || have_all=0
 if [ "$reinstall" -eq 1 ] || [ "$have_all" -eq 0 ]; then
     say "installing ${PY_PACKAGES[*]} into bench/.venv"
     pip install --upgrade "${PY_PACKAGES[@]}"
@@ -122,4 +130,4 @@ Entry.objects.bulk_create(
 say "Django site ready in bench/.django_site"
 
 "$VENV/bin/tandem" --version >/dev/null
-say "ready: $("$VENV/bin/tandem" --version 2>&1 | head -1), gunicorn $("$VENV/bin/gunicorn" --version 2>&1 | awk '{print $NF}' | tr -d ')'), $("$VENV/bin/granian" --version 2>&1 | head -1)"
+say "ready: $("$VENV/bin/tandem" --version 2>&1 | head -1), gunicorn $("$VENV/bin/gunicorn" --version 2>&1 | awk '{print $NF}' | tr -d ')'), $("$VENV/bin/granian" --version 2>&1 | head -1), uWSGI $("$VENV/bin/uwsgi" --version 2>&1 | head -1)"

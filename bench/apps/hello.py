@@ -1,10 +1,20 @@
-"""Hello world: the smallest WSGI app, to measure a server's own overhead."""
+"""Hello world: the smallest WSGI app, to measure a server's own overhead.
+
+`/slow` answers the same after sleeping 200 ms: the mixed scenario sends one
+request in ten there, to see what a slow request does to the others' latency.
+"""
+
+import time
 
 BODY = b"Hello, world!\n"
 HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+SLOW_PATH = "/slow"
+SLOW_SECONDS = 0.2
 
 
 def app(environ, start_response):
+    if environ.get("PATH_INFO") == SLOW_PATH:
+        time.sleep(SLOW_SECONDS)
     start_response("200 OK", list(HEADERS))
     return [BODY]
 

@@ -1,0 +1,47 @@
+"""Memory of a server: summed over every process of its process group.
+
+RSS (/proc/PID/status VmRSS) counts a page shared by forked workers once per
+process, so it overstates a pre-forking server; PSS (smaps_rollup) splits
+each shared page between its sharers, so PSS sums to what the group really
+holds. Both are reported. Linux /proc only.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _kb(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state, fields[2] the process group
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def group_memory(pgid: int) -> tuple[int, int]:
+    """(summed RSS, summed PSS) in kB of the live processes in group pgid."""
+    rss = pss = 0
+    for pid in group_pids(pgid):
+        rss += _kb(f"/proc/{pid}/status", "VmRSS:")
+        pss += _kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+    return rss, pss
