@@ -37,6 +37,9 @@ from harness.servers import SERVERS, Server, server_env, whitenoise
 
 START_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
+# Pause between the end of a load and SIGTERM, for requests wrk left queued to
+# finish: tandem (0.1.0) otherwise waits out its whole --graceful-timeout.
+DRAIN_SECONDS = 0.5
 SLOW = "slow-clients"  # the scenario that is not a plain wrk run (harness/slowclients.py)
 ALL_SCENARIOS = [*SCENARIOS, SLOW]
 # a "× NAME" column for each one in the run
@@ -66,7 +69,8 @@ def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkRe
     try:
         rest = memory.group_memory(running.pgid)
         connections = sc.connections or args.connections
-        wrk.run(url, args.warmup, connections, args.threads)
+        if args.warmup:
+            wrk.run(url, args.warmup, connections, args.threads)
         before = cpu.snapshot(running.pgid)
         result, text = wrk.run(
             url,
@@ -80,6 +84,7 @@ def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkRe
         result.mem_rest, result.mem_load = rest, memory.group_memory(running.pgid)
         raw.write(f"### {server.name} {sc.name}\n$ {' '.join(running.argv)}\n{text}\n")
         running.check_alive()
+        time.sleep(DRAIN_SECONDS)
         return result
     finally:
         running.stop(STOP_TIMEOUT)
@@ -100,7 +105,8 @@ def slow_clients(server: Server, args, log_dir: Path, raw) -> slowclients.SlowRe
         return result
 
     try:
-        wrk.run(url, args.warmup, args.connections, args.threads)
+        if args.warmup:
+            wrk.run(url, args.warmup, args.connections, args.threads)
         base = slowclients.Phase("none", probe=slowclients.probe(port, args.probes))
         base.wrk = wrk_run()
         res.phases.append(base)
@@ -108,6 +114,7 @@ def slow_clients(server: Server, args, log_dir: Path, raw) -> slowclients.SlowRe
             res.phases.append(slowclients.under_attack(attack, port, wrk_run, args.probes))
             say(f"{SLOW} {server.name} {attack}: {slowclients.phase_line(res.phases[-1])}")
             running.check_alive()
+        time.sleep(DRAIN_SECONDS)
     except (BenchFailed, OSError, subprocess.TimeoutExpired) as e:
         res.error = str(e) or e.__class__.__name__
     finally:
@@ -144,7 +151,9 @@ def parse_args(argv: list[str]):
         epilog="Default: 3 rounds of 6 s, about 17 minutes on 2 cores; --quick: 1 round of"
         " 2 s, under 3 minutes. The estimate is printed before anything starts.",
     )
-    p.add_argument("--quick", action="store_true", help="1 round of 2 s, fewer probes")
+    p.add_argument(
+        "--quick", action="store_true", help="1 round of 2 s, no warm-up, fewer probes"
+    )
     p.add_argument("--rounds", type=int, help="alternating rounds (default 3; 1 with --quick)")
     p.add_argument("--duration", type=int, help="seconds per measurement (default 6; 2 --quick)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
@@ -157,9 +166,9 @@ def parse_args(argv: list[str]):
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2 if args.quick else 6)
-    args.warmup = 1
-    args.probes = 10 if args.quick else 30
-    args.ceiling_seconds = 1.0 if args.quick else 3.0
+    args.warmup = 0 if args.quick else 1  # seconds of wrk before each measurement
+    args.probes = 5 if args.quick else 30
+    args.ceiling_seconds = 0.5 if args.quick else 3.0
     for attr, names in (("servers", list(SERVERS)), ("scenarios", ALL_SCENARIOS)):
         given = [n.strip() for n in getattr(args, attr).split(",") if n.strip()]
         unknown = [n for n in given if n not in names]
@@ -201,8 +210,12 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+T0 = time.monotonic()
+
+
 def say(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
+    t = time.monotonic() - T0
+    print(f"bench [{t // 60:02.0f}:{t % 60:02.0f}]: {msg}", file=sys.stderr, flush=True)
 
 
 def check_tools(args) -> None:
@@ -280,8 +293,9 @@ def main(argv: list[str]) -> int:
     settings = (
         f"{args.workers} workers per server; wrk {args.threads} threads, "
         f"{args.connections} connections (unless a scenario says otherwise), "
-        f"{args.duration} s per measurement after a {args.warmup} s warm-up; "
-        f"{args.rounds} alternating round(s); all on {HOST}. "
+        f"{args.duration} s per measurement"
+        + (f" after a {args.warmup} s warm-up; " if args.warmup else " (no warm-up); ")
+        + f"{args.rounds} alternating round(s); all on {HOST}. "
         f"The run took {elapsed // 60:.0f} min {elapsed % 60:.0f} s "
         f"(estimated {total // 60:.0f} min {total % 60:.0f} s)."
     )

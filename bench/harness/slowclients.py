@@ -21,7 +21,7 @@ attackers, the probe and the tables.
 from __future__ import annotations
 
 import os
-import selectors
+import re
 import signal
 import socket
 import statistics
@@ -48,9 +48,9 @@ DESCRIPTION = (
 )
 ATTACK_CONNECTIONS = 1000
 ATTACK_INTERVAL = 10  # seconds between an attacker's sends on one connection
-OPEN_TIMEOUT = 15.0  # seconds for an attacker to open its connections
+OPEN_TIMEOUT = 10.0  # seconds for an attacker to open its connections
 PROBE_TIMEOUT = 2.0  # seconds a new client waits before the probe counts it lost
-PROBE_GIVE_UP = 3  # lost probes in a row before the rest are skipped
+PROBE_GIVE_UP = 2  # lost probes in a row before the rest are skipped
 
 
 @dataclass
@@ -81,6 +81,7 @@ class Phase:
     probe: Probe = field(default_factory=Probe)
     held: int = 0  # connections the attacker held when wrk started
     attacker_cores: float = 0.0  # attacker's CPU during the wrk run, in cores
+    verdict: str = ""  # slowhttptest's own "service available" at the end of the phase
     error: str = ""
 
 
@@ -122,12 +123,16 @@ def probe(port: int, count: int) -> Probe:
     return result
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 class Attacker:
     """An attacking process in a session of its own; its output read by a thread."""
 
     def __init__(self, attack: str, port: int, seconds: int, python: str):
         if attack == "slowhttptest":
-            argv = ["slowhttptest", "-H", "-c", str(ATTACK_CONNECTIONS)]
+            # stdbuf: its status screen, through a pipe, would be block-buffered
+            argv = ["stdbuf", "-oL", "slowhttptest", "-H", "-c", str(ATTACK_CONNECTIONS)]
             argv += ["-i", str(ATTACK_INTERVAL), "-r", "500", "-x", "24", "-p", "3"]
             argv += ["-l", str(seconds), "-u", f"http://{HOST}:{port}/"]
         else:
@@ -138,6 +143,7 @@ class Attacker:
         self.attack = attack
         self.lines: list[str] = []
         self.held = 0
+        self.verdict = ""  # slowhttptest's last "service available: YES/NO"
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -153,12 +159,15 @@ class Attacker:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            line = line.strip()
+            line = _ANSI.sub("", line).strip()  # slowhttptest colours its screen
             self.lines.append(line)
             # slowloris.py: "open N"; slowhttptest: "connected:   N"
             key, _, value = line.partition(" " if line.startswith("open ") else ":")
-            if key.strip() in ("open", "connected") and value.strip().isdigit():
+            key, value = key.strip(), value.strip()
+            if key in ("open", "connected") and value.isdigit():
                 self.held = int(value)
+            elif key == "service available":
+                self.verdict = value
 
     def wait_open(self, want: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -208,6 +217,7 @@ def under_attack(attack: str, port: int, measure, probes: int) -> Phase:
         elapsed = max(time.monotonic() - t0, 1e-9)
         phase.attacker_cores = (attacker.cpu_ticks() - ticks0) / os.sysconf("SC_CLK_TCK") / elapsed
         phase.probe = probe(port, probes)
+        phase.verdict = attacker.verdict
     finally:
         attacker.stop()
     return phase
@@ -228,7 +238,7 @@ def tables(results: list[SlowResult]) -> list[str]:
     head = ["server", "req/s, no attack"]
     for a in ATTACKS:
         head += [f"req/s, {a}", "× no attack"]
-    head += ["slowhttptest CPU"]
+    head += ["slowhttptest CPU", "slowhttptest's verdict"]
     out = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in results:
         if r.error:
@@ -248,6 +258,7 @@ def tables(results: list[SlowResult]) -> list[str]:
             row += [_rps(p), ratio]
         sh = by.get("slowhttptest")
         row.append(f"{sh.attacker_cores:.2f} cores" if sh else "–")
+        row.append(f"service available: {sh.verdict}" if sh and sh.verdict else "–")
         out.append("| " + " | ".join(row) + " |")
     out += ["", "New-client latency (median time to the response head on a fresh connection,"
             f" {PROBE_TIMEOUT:.0f} s timeout; wrk stopped, the attack still on) and the"
