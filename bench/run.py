@@ -100,7 +100,7 @@ def slow_clients(server: Server, args, log_dir: Path, raw) -> slowclients.SlowRe
         return res
 
     def wrk_run() -> wrk.WrkResult:
-        result, text = wrk.run(url, args.duration, args.connections, args.threads)
+        result, text = wrk.run(url, args.slow_duration, args.connections, args.threads)
         raw.write(f"### {server.name} {SLOW}\n{text}\n")
         return result
 
@@ -152,7 +152,9 @@ def parse_args(argv: list[str]):
         " 2 s, under 3 minutes. The estimate is printed before anything starts.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="1 round of 2 s, no warm-up, fewer probes"
+        "--quick",
+        action="store_true",
+        help="1 round of 2 s (1 s under slow clients), no warm-up, fewer probes",
     )
     p.add_argument("--rounds", type=int, help="alternating rounds (default 3; 1 with --quick)")
     p.add_argument("--duration", type=int, help="seconds per measurement (default 6; 2 --quick)")
@@ -168,6 +170,8 @@ def parse_args(argv: list[str]):
     args.duration = args.duration or (2 if args.quick else 6)
     args.warmup = 0 if args.quick else 1  # seconds of wrk before each measurement
     args.probes = 5 if args.quick else 30
+    # seconds of each wrk run in the slow-clients scenario (4 per server)
+    args.slow_duration = 1 if args.quick else args.duration
     args.ceiling_seconds = 0.5 if args.quick else 3.0
     for attr, names in (("servers", list(SERVERS)), ("scenarios", ALL_SCENARIOS)):
         given = [n.strip() for n in getattr(args, attr).split(",") if n.strip()]
@@ -190,16 +194,17 @@ def serves(server: str, scenario: str) -> bool:
 
 
 def scenario_seconds(args, scenario: str) -> float:
-    """The estimated wall time of one scenario over the whole run."""
+    """The estimated wall time of one scenario over the whole run (measured on 2 cores)."""
     servers = [s for s in args.servers if serves(s, scenario)]
     if scenario == SLOW:
-        # start, warm-up, 4 wrk runs, 4 probe sets, 3 attackers opened and stopped
-        each = 3 + args.warmup + 4 * args.duration + 4 * args.probes * 0.03 + 3 * 4
+        # start, warm-up, 4 wrk runs and probe sets, 3 attackers opened and stopped
+        each = 2 + args.warmup + 4 * (args.slow_duration + args.probes * 0.03) + 3 * 3.5
         return len(servers) * each
     sc = SCENARIOS[scenario]
-    startup = 4 if sc.django else 2  # Django imports take a couple of seconds
-    ceil = args.ceiling_seconds + 3 if sc.ceiling else 0
-    return ceil + args.rounds * len(servers) * (startup + args.warmup + args.duration + 1)
+    startup = 2.0 if sc.django else 1.2  # start, first answer, stop; Django imports more
+    ceil = args.ceiling_seconds + 1 if sc.ceiling else 0
+    each = startup + args.warmup + args.duration + DRAIN_SECONDS
+    return ceil + args.rounds * len(servers) * each
 
 
 def raise_nofile() -> None:

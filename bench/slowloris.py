@@ -125,7 +125,7 @@ async def run(args) -> Stats:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    connect_slots = asyncio.Semaphore(100)  # at most 100 connects in flight
+    connect_slots = asyncio.Semaphore(200)  # at most 200 connects in flight
     tasks = [
         asyncio.ensure_future(one_connection(args, n, stats, connect_slots))
         for n in range(args.connections)

@@ -41,7 +41,8 @@ def _rows(rounds: list[Round], slow: list[SlowResult], servers: list[str], scena
         by = {p.name: p for p in res.phases}
         p = by.get("slowloris")
         if p is not None and not res.error:
-            bars.append((res.server, p.wrk.rps if p.wrk else 0.0, p.wrk.p99_ms if p.wrk else 0.0))
+            # None: no request answered, so no latency to draw
+            bars.append((res.server, p.wrk.rps if p.wrk else 0.0, p.wrk.p99_ms if p.wrk else None))
     if bars:
         rows.append(("hello under 1,000 slowloris connections", bars))
     return rows
@@ -75,12 +76,18 @@ def draw(
             (ax_rps, [b[1] for b in bars][::-1], "req/s"),
             (ax_p99, [b[2] for b in bars][::-1], "p99 ms"),
         ):
-            ax.barh(names, values, color=colors)
-            top = max(values) if values and max(values) > 0 else 1.0
+            drawn = [v or 0.0 for v in values]
+            ax.barh(names, drawn, color=colors)
+            top = max(drawn) if drawn and max(drawn) > 0 else 1.0
             ax.set_xlim(0, top * 1.25)
             for y, v in enumerate(values):
-                label = f"{v:,.0f}" if unit == "req/s" else (f"{v:.1f}" if v < 100 else f"{v:,.0f}")
-                ax.text(v + top * 0.01, y, label, va="center", fontsize=8)
+                if v is None or (unit == "req/s" and v == 0):
+                    label = "nothing answered"
+                elif unit == "req/s":
+                    label = f"{v:,.0f}"
+                else:
+                    label = f"{v:.1f}" if v < 100 else f"{v:,.0f}"
+                ax.text((v or 0.0) + top * 0.01, y, label, va="center", fontsize=8)
             ax.set_title(f"{title}: {unit}", fontsize=10, loc="left")
             ax.tick_params(axis="both", labelsize=8)
             ax.grid(axis="x", alpha=0.3)

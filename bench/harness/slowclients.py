@@ -133,7 +133,7 @@ class Attacker:
         if attack == "slowhttptest":
             # stdbuf: its status screen, through a pipe, would be block-buffered
             argv = ["stdbuf", "-oL", "slowhttptest", "-H", "-c", str(ATTACK_CONNECTIONS)]
-            argv += ["-i", str(ATTACK_INTERVAL), "-r", "500", "-x", "24", "-p", "3"]
+            argv += ["-i", str(ATTACK_INTERVAL), "-r", "1000", "-x", "24", "-p", "3"]
             argv += ["-l", str(seconds), "-u", f"http://{HOST}:{port}/"]
         else:
             mode = "headers" if attack == "slowloris" else "body"
@@ -260,9 +260,13 @@ def tables(results: list[SlowResult]) -> list[str]:
         row.append(f"{sh.attacker_cores:.2f} cores" if sh else "–")
         row.append(f"service available: {sh.verdict}" if sh and sh.verdict else "–")
         out.append("| " + " | ".join(row) + " |")
-    out += ["", "New-client latency (median time to the response head on a fresh connection,"
-            f" {PROBE_TIMEOUT:.0f} s timeout; wrk stopped, the attack still on) and the"
-            " connections each attacker held when wrk started:", ""]
+    out += [
+        "",
+        "New-client latency (median time to the response head on a fresh connection,"
+        f" {PROBE_TIMEOUT:.0f} s timeout; wrk stopped, the attack still on) and the"
+        " connections each attacker held when wrk started:",
+        "",
+    ]
     head = ["server", "no attack"] + [f"{a} (held)" for a in ATTACKS]
     out += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in results:

@@ -20,19 +20,19 @@ NO_REQUEST = "wrk completed no request"  # a BenchFailed that means "served noth
 
 _DONE_LUA = """
 done = function(summary, latency, requests)
-  for _, p in ipairs({%s}) do
-    io.write(string.format("bench-latency %%s %%.0f\\n", tostring(p), latency:percentile(p)))
+  for _, p in ipairs({PERCENTILES}) do
+    io.write(string.format("bench-latency %s %.0f\\n", tostring(p), latency:percentile(p)))
   end
 end
-""" % ", ".join(PERCENTILES)
+""".replace("PERCENTILES", ", ".join(PERCENTILES))
 
 # Each wrk thread has its own Lua state, so each sends every Nth request slow.
 _SLOW_LUA = """
 local n = 0
 request = function()
   n = n + 1
-  if n %% %d == 0 then
-    return wrk.format(nil, "%s")
+  if n % EVERY == 0 then
+    return wrk.format(nil, "PATH")
   end
   return wrk.format(nil, wrk.path)
 end
@@ -100,7 +100,7 @@ def run(
     """wrk for `seconds` against url: the parsed result and wrk's own text."""
     script = _DONE_LUA
     if slow_path and slow_every:
-        script += _SLOW_LUA % (slow_every, slow_path)
+        script += _SLOW_LUA.replace("EVERY", str(slow_every)).replace("PATH", slow_path)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="tandem-bench-") as lua:
         lua.write(script)
         lua.flush()
