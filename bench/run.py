@@ -219,8 +219,8 @@ T0 = time.monotonic()
 
 
 def say(msg: str) -> None:
-    t = time.monotonic() - T0
-    print(f"bench [{t // 60:02.0f}:{t % 60:02.0f}]: {msg}", file=sys.stderr, flush=True)
+    t = int(time.monotonic() - T0)
+    print(f"bench [{t // 60:02d}:{t % 60:02d}]: {msg}", file=sys.stderr, flush=True)
 
 
 def check_tools(args) -> None:

@@ -125,7 +125,8 @@ def _summary_table(
         row += [fmt_ms(m["p999"]), f"{m['errors']:,}"]
         row += [f"{m['rps'] / medians[b]['rps']:.2f}" for b in baselines]
         if ceiling_rps:
-            row.append(f"{100 * m['rps'] / ceiling_rps:.0f}%")
+            share = 100 * m["rps"] / ceiling_rps
+            row.append(f"{share:.1f}%" if share < 10 else f"{share:.0f}%")
         out.append("| " + " | ".join(row) + " |")
     return out
 

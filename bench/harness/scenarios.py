@@ -94,7 +94,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="mixed",
             description="the hello-world app, but 1 request in 10 takes 200 ms (`/slow`"
-            " sleeps): tail latency of the fast 90% behind the slow 10%",
+            " sleeps): tail latency of the fast 90% behind the slow 10%. wrk keeps every"
+            " connection busy, so a server whose workers run one request at a time is capped"
+            " at about 50 req/s per worker (10 requests per 200 ms), and queues the rest;"
+            " one that runs requests on threads (granian by default) is not",
             app="hello:app",
             expect_body=b"Hello, world!\n",
             slow_path="/slow",

@@ -6,6 +6,7 @@ adding an entry. Starting, waiting and stopping are process.py's job.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -46,6 +47,7 @@ def tandem(sc: Scenario, workers: int, port: int) -> list[str]:
 def nginx(sc: Scenario, workers: int, port: int) -> list[str]:
     # nginx alone serving the same directory: `workers` worker processes, sendfile on.
     conf_dir = Path(tempfile.mkdtemp(prefix="tandem-bench-nginx-"))
+    atexit.register(shutil.rmtree, conf_dir, True)  # after the run, when nginx is long gone
     (conf_dir / "nginx.conf").write_text(
         f"""daemon off;
 master_process on;

@@ -123,6 +123,26 @@ def probe(port: int, count: int) -> Probe:
     return result
 
 
+def established_to(port: int) -> int:
+    """Client-side TCP connections to HOST:port in ESTABLISHED state (/proc/net/tcp).
+
+    Counted by the kernel, so it is the same for every attacker, and a
+    connection the server has not accepted yet (still in its backlog) counts.
+    """
+    want = f"{socket.inet_aton(HOST)[::-1].hex().upper()}:{port:04X}"
+    n = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[2] == want and fields[3] == "01":
+                    n += 1
+    except (OSError, StopIteration):
+        pass
+    return n
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -133,7 +153,7 @@ class Attacker:
         if attack == "slowhttptest":
             # stdbuf: its status screen, through a pipe, would be block-buffered
             argv = ["stdbuf", "-oL", "slowhttptest", "-H", "-c", str(ATTACK_CONNECTIONS)]
-            argv += ["-i", str(ATTACK_INTERVAL), "-r", "1000", "-x", "24", "-p", "3"]
+            argv += ["-i", str(ATTACK_INTERVAL), "-r", "5000", "-x", "24", "-p", "3"]
             argv += ["-l", str(seconds), "-u", f"http://{HOST}:{port}/"]
         else:
             mode = "headers" if attack == "slowloris" else "body"
@@ -142,7 +162,7 @@ class Attacker:
             argv += ["--interval", str(ATTACK_INTERVAL), "--duration", str(seconds)]
         self.attack = attack
         self.lines: list[str] = []
-        self.held = 0
+        self.held = 0  # connections to the server established when last counted
         self.verdict = ""  # slowhttptest's last "service available: YES/NO"
         self.proc = subprocess.Popen(
             argv,
@@ -161,17 +181,17 @@ class Attacker:
         for line in self.proc.stdout:
             line = _ANSI.sub("", line).strip()  # slowhttptest colours its screen
             self.lines.append(line)
-            # slowloris.py: "open N"; slowhttptest: "connected:   N"
-            key, _, value = line.partition(" " if line.startswith("open ") else ":")
-            key, value = key.strip(), value.strip()
-            if key in ("open", "connected") and value.isdigit():
-                self.held = int(value)
-            elif key == "service available":
-                self.verdict = value
+            key, _, value = line.partition(":")
+            if key.strip() == "service available":
+                self.verdict = value.strip()
 
-    def wait_open(self, want: int, timeout: float) -> None:
+    def wait_open(self, port: int, want: int, timeout: float) -> None:
+        """Until `want` connections to port are established (or timeout)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.held < want:
+        while time.monotonic() < deadline:
+            self.held = established_to(port)
+            if self.held >= want:
+                return
             if self.proc.poll() is not None:
                 tail = "\n".join(self.lines[-8:])
                 raise BenchFailed(f"{self.attack} exited with {self.proc.returncode}:\n{tail}")
@@ -207,7 +227,7 @@ def under_attack(attack: str, port: int, measure, probes: int) -> Phase:
     # bounded: the attacker stops itself after this even if we never signal it
     attacker = Attacker(attack, port, int(OPEN_TIMEOUT + 120), sys.executable)
     try:
-        attacker.wait_open(int(ATTACK_CONNECTIONS * 0.95), OPEN_TIMEOUT)
+        attacker.wait_open(port, int(ATTACK_CONNECTIONS * 0.95), OPEN_TIMEOUT)
         phase.held = attacker.held
         t0, ticks0 = time.monotonic(), attacker.cpu_ticks()
         try:
