@@ -148,7 +148,7 @@ def ceiling(sc: Scenario, seconds: float) -> report.Ceiling:
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Default: 3 rounds of 6 s, about 17 minutes on 2 cores; --quick: 1 round of"
+        epilog="Default: 3 rounds of 6 s, about 15 minutes on 2 cores; --quick: 1 round of"
         " 2 s, under 3 minutes. The estimate is printed before anything starts.",
     )
     p.add_argument(
@@ -198,10 +198,10 @@ def scenario_seconds(args, scenario: str) -> float:
     servers = [s for s in args.servers if serves(s, scenario)]
     if scenario == SLOW:
         # start, warm-up, 4 wrk runs and probe sets, 3 attackers opened and stopped
-        each = 2 + args.warmup + 4 * (args.slow_duration + args.probes * 0.03) + 3 * 3.5
+        each = 2 + args.warmup + 4 * (args.slow_duration + args.probes * 0.03) + 3 * 2.5
         return len(servers) * each
     sc = SCENARIOS[scenario]
-    startup = 2.0 if sc.django else 1.2  # start, first answer, stop; Django imports more
+    startup = 1.5 if sc.django else 0.6  # start, first answer, stop; Django imports more
     ceil = args.ceiling_seconds + 1 if sc.ceiling else 0
     each = startup + args.warmup + args.duration + DRAIN_SECONDS
     return ceil + args.rounds * len(servers) * each

@@ -44,7 +44,9 @@ DESCRIPTION = (
     " 1.8.2 in slowloris mode with the same count and interval. slowhttptest busy-loops once"
     " its probe is answered (about 0.7 of a core), which penalises exactly the servers that"
     " survive: its CPU during the wrk run is given, and the quiet slowloris column is the"
-    " fair one. A cell of 0 means wrk completed no request at all."
+    " fair one. Its verdict ('service available', from its own probe) is the last of its"
+    " status reports, which come every 5 s, with the second of the attack it was made at."
+    " A cell of 0 means wrk completed no request at all."
 )
 ATTACK_CONNECTIONS = 1000
 ATTACK_INTERVAL = 10  # seconds between an attacker's sends on one connection
@@ -144,6 +146,8 @@ def established_to(port: int) -> int:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# slowhttptest prints its status every 5 s: "slow HTTP test status on 5th second:"
+_STATUS_SECOND = re.compile(r"slow HTTP test status on (\d+)")
 
 
 class Attacker:
@@ -163,7 +167,8 @@ class Attacker:
         self.attack = attack
         self.lines: list[str] = []
         self.held = 0  # connections to the server established when last counted
-        self.verdict = ""  # slowhttptest's last "service available: YES/NO"
+        self.verdict = ""  # slowhttptest's last "service available: YES/NO", and when
+        self._second = "?"
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -181,16 +186,25 @@ class Attacker:
         for line in self.proc.stdout:
             line = _ANSI.sub("", line).strip()  # slowhttptest colours its screen
             self.lines.append(line)
+            m = _STATUS_SECOND.match(line)
+            if m:
+                self._second = m.group(1)
             key, _, value = line.partition(":")
             if key.strip() == "service available":
-                self.verdict = value.strip()
+                self.verdict = f"{value.strip()} at {self._second} s"
 
     def wait_open(self, port: int, want: int, timeout: float) -> None:
-        """Until `want` connections to port are established (or timeout)."""
+        """Until `want` connections to port are established, or their count has
+        stopped growing for a second at 95% of it, or timeout."""
         deadline = time.monotonic() + timeout
+        grew_at, last = time.monotonic(), -1
         while time.monotonic() < deadline:
             self.held = established_to(port)
             if self.held >= want:
+                return
+            if self.held > last:
+                grew_at, last = time.monotonic(), self.held
+            elif self.held >= 0.95 * want and time.monotonic() - grew_at > 1.0:
                 return
             if self.proc.poll() is not None:
                 tail = "\n".join(self.lines[-8:])
@@ -227,7 +241,7 @@ def under_attack(attack: str, port: int, measure, probes: int) -> Phase:
     # bounded: the attacker stops itself after this even if we never signal it
     attacker = Attacker(attack, port, int(OPEN_TIMEOUT + 120), sys.executable)
     try:
-        attacker.wait_open(port, int(ATTACK_CONNECTIONS * 0.95), OPEN_TIMEOUT)
+        attacker.wait_open(port, ATTACK_CONNECTIONS, OPEN_TIMEOUT)
         phase.held = attacker.held
         t0, ticks0 = time.monotonic(), attacker.cpu_ticks()
         try:
@@ -258,7 +272,7 @@ def tables(results: list[SlowResult]) -> list[str]:
     head = ["server", "req/s, no attack"]
     for a in ATTACKS:
         head += [f"req/s, {a}", "× no attack"]
-    head += ["slowhttptest CPU", "slowhttptest's verdict"]
+    head += ["slowhttptest CPU", "slowhttptest's last verdict"]
     out = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in results:
         if r.error:
