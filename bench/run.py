@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from harness import BenchFailed, chart, cpu, memory, report, slowclients, wrk
@@ -37,9 +38,10 @@ from harness.servers import SERVERS, Server, server_env, whitenoise
 
 START_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
-# Pause between the end of a load and SIGTERM, for requests wrk left queued to
-# finish: tandem (0.1.0) otherwise waits out its whole --graceful-timeout.
-DRAIN_SECONDS = 0.5
+# Before SIGTERM, requests wrk left queued must finish: tandem (0.1.0) otherwise
+# waits out its whole --graceful-timeout. One more request, answered after
+# them, says they have (at most this many seconds).
+DRAIN_TIMEOUT = 10.0
 SLOW = "slow-clients"  # the scenario that is not a plain wrk run (harness/slowclients.py)
 ALL_SCENARIOS = [*SCENARIOS, SLOW]
 # a "× NAME" column for each one in the run
@@ -64,6 +66,15 @@ def start(server: Server, sc: Scenario, args, log_dir: Path) -> tuple[Running, i
     return running, port, url
 
 
+def drain(url: str) -> None:
+    """Wait until a request sent now is answered, i.e. those queued before it are."""
+    try:
+        with urllib.request.urlopen(url, timeout=DRAIN_TIMEOUT) as resp:
+            resp.read()
+    except OSError:
+        pass  # then SIGTERM and, if need be, SIGKILL after STOP_TIMEOUT
+
+
 def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkResult:
     running, _, url = start(server, sc, args, log_dir)
     try:
@@ -84,7 +95,7 @@ def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkRe
         result.mem_rest, result.mem_load = rest, memory.group_memory(running.pgid)
         raw.write(f"### {server.name} {sc.name}\n$ {' '.join(running.argv)}\n{text}\n")
         running.check_alive()
-        time.sleep(DRAIN_SECONDS)
+        drain(url)
         return result
     finally:
         running.stop(STOP_TIMEOUT)
@@ -114,7 +125,7 @@ def slow_clients(server: Server, args, log_dir: Path, raw) -> slowclients.SlowRe
             res.phases.append(slowclients.under_attack(attack, port, wrk_run, args.probes))
             say(f"{SLOW} {server.name} {attack}: {slowclients.phase_line(res.phases[-1])}")
             running.check_alive()
-        time.sleep(DRAIN_SECONDS)
+        drain(url)
     except (BenchFailed, OSError, subprocess.TimeoutExpired) as e:
         res.error = str(e) or e.__class__.__name__
     finally:
@@ -203,7 +214,7 @@ def scenario_seconds(args, scenario: str) -> float:
     sc = SCENARIOS[scenario]
     startup = 1.5 if sc.django else 0.6  # start, first answer, stop; Django imports more
     ceil = args.ceiling_seconds + 1 if sc.ceiling else 0
-    each = startup + args.warmup + args.duration + DRAIN_SECONDS
+    each = startup + args.warmup + args.duration + 0.5
     return ceil + args.rounds * len(servers) * each
 
 
@@ -242,7 +253,12 @@ def main(argv: list[str]) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     t_start = time.monotonic()
     machine = report.machine_info()
-    versions = [first_line_of(SERVERS[srv].version) for srv in args.servers]
+    versions = []
+    for srv in args.servers:
+        line = first_line_of(SERVERS[srv].version)
+        line = line if srv.split("+")[0] in line.lower() else f"{srv} {line}"
+        if line not in versions:  # nginx+gunicorn and nginx both say nginx's
+            versions.append(line)
     budgets = {sc: scenario_seconds(args, sc) for sc in args.scenarios}
     total = sum(budgets.values())
     say(
@@ -308,7 +324,7 @@ def main(argv: list[str]) -> int:
     text = report.markdown(
         rounds,
         settings=settings,
-        scenarios=[(s, SCENARIOS[s].description) for s in wrk_scenarios],
+        scenarios=[(s, SCENARIOS[s].description, SCENARIOS[s].note) for s in wrk_scenarios],
         servers=args.servers,
         baselines=RATIO_BASELINES,
         machine=machine,

@@ -201,7 +201,7 @@ def markdown(
     rounds: list[Round],
     *,
     settings: str,
-    scenarios: list[tuple[str, str]],  # (name, description), in run order
+    scenarios: list[tuple[str, str, str]],  # (name, description, note), in run order
     servers: list[str],
     baselines: list[str],
     machine: dict[str, str],
@@ -228,9 +228,9 @@ def markdown(
         )
     out += ["", f"![req/s and p99 per scenario and server]({chart_name})", ""]
 
-    for name, description in scenarios:
+    for name, description, note in scenarios:
         these = [r for r in rounds if r.scenario == name]
-        out += [f"## {name}: {description}", ""]
+        out += [f"## {name}: {description}", ""] + ([note, ""] if note else [])
         c = ceilings.get(name)
         ceiling_rps = c.per_core * workers if c and not c.error else 0.0
         if c:
@@ -277,7 +277,7 @@ def markdown(
             "holds. 'At rest': once it first answered; 'after load': right after the wrk run.",
             "",
         ]
-        out += _memory_table(rounds, [n for n, _ in scenarios], servers) + [""]
+        out += _memory_table(rounds, [s[0] for s in scenarios], servers) + [""]
     out.append(
         "req/s and latencies are medians over the rounds; errors are summed over them. "
         "× NAME is the median req/s divided by NAME's. p99.9 comes from wrk's Lua `done()` "

@@ -19,7 +19,7 @@ from harness.paths import APPS_DIR, DJANGO_DIR, STATIC_DIR
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    description: str
+    description: str  # one line, the report's heading
     app: str  # MODULE:CALLABLE, importable from cwd
     expect_body: bytes  # a correct answer is this, or contains it (checked before measuring)
     path: str | Callable[[], str] = "/"  # the URL path wrk requests (or what computes it)
@@ -35,6 +35,7 @@ class Scenario:
     slow_every: int = 0
     # Measure the same app called in a loop in one Python process (ceiling.py).
     ceiling: bool = False
+    note: str = ""  # a paragraph under the report's heading
 
     def url_path(self) -> str:
         return self.path() if callable(self.path) else self.path
@@ -93,11 +94,11 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="mixed",
-            description="the hello-world app, but 1 request in 10 takes 200 ms (`/slow`"
-            " sleeps): tail latency of the fast 90% behind the slow 10%. wrk keeps every"
+            description="the hello-world app, but 1 request in 10 takes 200 ms (`/slow` sleeps)",
+            note="Tail latency of the fast 90% behind the slow 10%. wrk keeps every"
             " connection busy, so a server whose workers run one request at a time is capped"
-            " at about 50 req/s per worker (10 requests per 200 ms), and queues the rest;"
-            " one that runs requests on threads (granian by default) is not",
+            " at about 50 req/s per worker (10 requests per 200 ms) and queues the rest;"
+            " one that runs requests on threads (granian by default) is not.",
             app="hello:app",
             expect_body=b"Hello, world!\n",
             slow_path="/slow",
