@@ -120,9 +120,11 @@ def slow_clients(server: Server, args, log_dir: Path, raw) -> slowclients.SlowRe
             wrk.run(url, args.warmup, args.connections, args.threads)
         base = slowclients.Phase("none", probe=slowclients.probe(port, args.probes))
         base.wrk = wrk_run()
+        base.pss_kb = memory.group_memory(running.pgid)[1]
         res.phases.append(base)
         for attack in slowclients.ATTACKS:
-            res.phases.append(slowclients.under_attack(attack, port, wrk_run, args.probes))
+            phase = slowclients.under_attack(attack, port, running.pgid, wrk_run, args.probes)
+            res.phases.append(phase)
             say(f"{SLOW} {server.name} {attack}: {slowclients.phase_line(res.phases[-1])}")
             running.check_alive()
         drain(url)

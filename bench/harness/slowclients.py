@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness import BenchFailed
+from harness import BenchFailed, memory
 from harness.paths import BENCH_DIR, HOST
 from harness.wrk import NO_REQUEST, WrkResult
 
@@ -84,6 +84,7 @@ class Phase:
     held: int = 0  # connections the attacker held when wrk started
     attacker_cores: float = 0.0  # attacker's CPU during the wrk run, in cores
     verdict: str = ""  # slowhttptest's own "service available" at the end of the phase
+    pss_kb: int = 0  # the server's summed PSS right after the wrk run
     error: str = ""
 
 
@@ -235,7 +236,7 @@ class Attacker:
         self._reader.join(timeout=5)
 
 
-def under_attack(attack: str, port: int, measure, probes: int) -> Phase:
+def under_attack(attack: str, port: int, pgid: int, measure, probes: int) -> Phase:
     """Start `attack`, wait for its connections, run measure() (wrk), probe, stop it."""
     phase = Phase(attack)
     # bounded: the attacker stops itself after this even if we never signal it
@@ -250,6 +251,7 @@ def under_attack(attack: str, port: int, measure, probes: int) -> Phase:
             phase.error = str(e).splitlines()[0]
         elapsed = max(time.monotonic() - t0, 1e-9)
         phase.attacker_cores = (attacker.cpu_ticks() - ticks0) / os.sysconf("SC_CLK_TCK") / elapsed
+        phase.pss_kb = memory.group_memory(pgid)[1]
         phase.probe = probe(port, probes)
         phase.verdict = attacker.verdict
     finally:
@@ -311,6 +313,21 @@ def tables(results: list[SlowResult]) -> list[str]:
         for a in ATTACKS:
             p = by.get(a)
             row.append(f"{p.probe.median_text()} ({p.held:,})" if p else "–")
+        out.append("| " + " | ".join(row) + " |")
+    out += [
+        "",
+        "The server's memory (summed PSS of its process group, MB) right after each"
+        " wrk run, with the attacker's connections still open:",
+        "",
+    ]
+    head = ["server", "no attack", *ATTACKS]
+    out += ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for r in results:
+        if r.error:
+            continue
+        by = {p.name: p for p in r.phases}
+        cells = [by[n].pss_kb if n in by else 0 for n in ("none", *ATTACKS)]
+        row = [r.server] + [f"{kb / 1024:.0f}" if kb else "–" for kb in cells]
         out.append("| " + " | ".join(row) + " |")
     return out
 
