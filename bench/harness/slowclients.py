@@ -96,7 +96,9 @@ class SlowResult:
 
 
 def probe(port: int, count: int) -> Probe:
-    """`count` fresh connections, one after another: time to the whole response head."""
+    """`count` fresh connections, one after another: time to the whole response head.
+
+    A probe not answered 200 within PROBE_TIMEOUT is lost."""
     result = Probe()
     request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
     lost_in_row = 0
@@ -115,6 +117,8 @@ def probe(port: int, count: int) -> Probe:
                     if not chunk:
                         raise ConnectionError("closed before the response head")
                     data += chunk
+            if data.split(b" ", 2)[1:2] != [b"200"]:
+                raise ConnectionError("answered, but not 200")
             result.times_ms.append((time.perf_counter() - t0) * 1000)
             lost_in_row = 0
         except OSError:
