@@ -179,8 +179,10 @@ def parse_args(argv: list[str]):
         p.add_argument(f"--{name}", default=",".join(names), help=help)
     p.add_argument("--out", type=Path, help="markdown file (default bench/results/DATE[-...].md)")
     args = p.parse_args(argv)
-    args.rounds = args.rounds or (1 if args.quick else 3)
-    args.duration = args.duration or (2 if args.quick else 6)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.duration is None:
+        args.duration = 2 if args.quick else 6
     args.warmup = 0 if args.quick else 1  # seconds of wrk before each measurement
     args.probes = 5 if args.quick else 30
     # seconds of each wrk run in the slow-clients scenario (4 per server)
