@@ -78,7 +78,7 @@ def drain(url: str) -> None:
 def measure(server: Server, sc: Scenario, args, log_dir: Path, raw) -> wrk.WrkResult:
     running, _, url = start(server, sc, args, log_dir)
     try:
-        rest = memory.group_memory(running.pgid)
+        rest = memory.at_rest(running.pgid)
         connections = sc.connections or args.connections
         if args.warmup:
             wrk.run(url, args.warmup, connections, args.threads)
@@ -218,7 +218,7 @@ def scenario_seconds(args, scenario: str) -> float:
     sc = SCENARIOS[scenario]
     startup = 1.5 if sc.django else 0.6  # start, first answer, stop; Django imports more
     ceil = args.ceiling_seconds + 1 if sc.ceiling else 0
-    each = startup + args.warmup + args.duration + 0.5
+    each = startup + args.warmup + args.duration + 1.2  # + memory at rest, drain
     return ceil + args.rounds * len(servers) * each
 
 

@@ -9,6 +9,7 @@ holds. Both are reported. Linux /proc only.
 from __future__ import annotations
 
 import os
+import time
 
 
 def _kb(path: str, key: str) -> int:
@@ -45,3 +46,23 @@ def group_memory(pgid: int) -> tuple[int, int]:
         rss += _kb(f"/proc/{pid}/status", "VmRSS:")
         pss += _kb(f"/proc/{pid}/smaps_rollup", "Pss:")
     return rss, pss
+
+
+def at_rest(pgid: int, timeout: float = 5.0, step: float = 0.25) -> tuple[int, int]:
+    """group_memory once it has settled: a server may answer its first request
+    before all its workers have booted (or, behind nginx, before the app is
+    loaded at all). Settled: three readings in a row within 2% of each other
+    and with the same number of processes, or whatever it is after timeout."""
+    deadline = time.monotonic() + timeout
+    readings: list[tuple[int, int, int]] = []
+    while True:
+        rss, pss = group_memory(pgid)
+        readings.append((len(group_pids(pgid)), rss, pss))
+        last = readings[-3:]
+        if len(last) == 3 and len({n for n, _, _ in last}) == 1:
+            low, high = min(r for _, r, _ in last), max(r for _, r, _ in last)
+            if high <= low * 1.02:
+                return rss, pss
+        if time.monotonic() >= deadline:
+            return rss, pss
+        time.sleep(step)
