@@ -274,7 +274,8 @@ def markdown(
             "",
             "Medians over the rounds, in MB. RSS counts a page shared by forked workers once "
             "per process; PSS divides it among them, so PSS adds up to what the server really "
-            "holds. 'At rest': once it first answered; 'after load': right after the wrk run.",
+            "holds. 'At rest': after the first answer, once the figure has settled (every "
+            "worker booted, the app loaded); 'after load': right after the wrk run.",
             "",
         ]
         out += _memory_table(rounds, [s[0] for s in scenarios], servers) + [""]
