@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod ops;
 mod statics;
 
 use statics::StaticArgs;
+pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV};
 pub use statics::{parse_static, StaticMount, StaticOptions};
 
 /// Where to listen.
@@ -92,6 +94,8 @@ pub struct Config {
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
     pub static_options: StaticOptions,
+    /// Metrics, control socket and pid file.
+    pub ops: OpsOptions,
 }
 
 /// What the front tolerates from clients: the size of request heads, how
@@ -298,6 +302,8 @@ struct Cli {
     forwarded_allow_ips: String,
     #[command(flatten)]
     statics: StaticArgs,
+    #[command(flatten)]
+    ops: ops::OpsArgs,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -343,7 +349,9 @@ impl Cli {
         if self.app.is_empty() || self.app.starts_with(':') || self.app.ends_with(':') {
             return err(format!("invalid APP_MODULE '{}': expected MODULE or MODULE:CALLABLE", self.app));
         }
-        let binds = if self.bind.is_empty() {
+        let binds = if let Some(inherited) = ops::inherited_binds()? {
+            inherited
+        } else if self.bind.is_empty() {
             match std::env::var("PORT") {
                 Ok(port) if !port.is_empty() => vec![parse_bind(&format!("0.0.0.0:{port}"))?],
                 _ => vec![parse_bind("127.0.0.1:8000")?],
@@ -436,6 +444,7 @@ impl Cli {
             forwarded_allow_ips,
             statics,
             static_options,
+            ops: self.ops.into_options()?,
         };
         config.validate()?;
         Ok(config)

@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -19,6 +20,7 @@ use super::request_body::{self, RequestBody};
 use super::response::{self, ResponseBody};
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Pool, Reply};
+use crate::metrics::{RouteKind, METRICS};
 use crate::router::{Route, Router};
 use crate::static_files::{Served, StaticFiles};
 use crate::wire::{RequestHead, Scheme};
@@ -54,18 +56,31 @@ impl Front {
     }
 
     /// Answers one request. Never fails: every error becomes a response.
+    /// Counts it in the metrics by the route that answered.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        let started = Instant::now();
+        let mut route = RouteKind::App;
+        let response = self.respond(req, peer, &mut route).await;
+        METRICS.request(route, response.status().as_u16(), started.elapsed());
+        Ok(response)
+    }
+
+    /// The journey itself; `route` says which handler answered.
+    async fn respond(&self, req: Request<Incoming>, peer: Arc<Peer>, route: &mut RouteKind) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
         let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
         let label = format!("{} {}", parts.method, parts.uri.path());
 
         match self.router.route(parts.uri.path()) {
             Route::Static { mount, rest } => match self.statics.serve(mount, rest, &parts, &label).await {
-                Served::Response(response) => return Ok(response),
+                Served::Response(response) => {
+                    *route = RouteKind::Static;
+                    return response;
+                }
                 Served::FallThrough => {}
             },
             Route::App => {}
@@ -74,13 +89,13 @@ impl Front {
         let max = self.config.max_request_body;
         if declared_length(&parts.headers).is_some_and(|len| len > max) {
             tracing::info!("{label}: 413, declared body larger than {max} bytes");
-            return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE));
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
         let body = match request_body::read(body, max, self.config.request_spill).await {
             Ok(body) => body,
             Err(err) => {
                 tracing::info!("{label}: {}, {err}", err.status().as_u16());
-                return Ok(error_response(err.status()));
+                return error_response(err.status());
             }
         };
 
@@ -91,19 +106,19 @@ impl Front {
         };
         let mut call = match call {
             Ok(call) => call,
-            Err(err) => return Ok(failure(&label, err)),
+            Err(err) => return failure(&label, err),
         };
 
         let head = match call.next().await {
             Reply::Head(head) => head,
-            Reply::Failed(err) => return Ok(failure(&label, err)),
-            _ => return Ok(failure(&label, DispatchError::Internal("reply before response head".into()))),
+            Reply::Failed(err) => return failure(&label, err),
+            _ => return failure(&label, DispatchError::Internal("reply before response head".into())),
         };
         let app_head = match response::convert_head(head) {
             Ok(h) => h,
             Err(why) => {
                 tracing::error!("{label}: 500, app response not sendable: {why}");
-                return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
         let body = if head_only {
@@ -111,10 +126,10 @@ impl Front {
         } else {
             match response::body(call, app_head.streaming, self.config.response_buffer, label.clone()) {
                 Ok(body) => body,
-                Err(err) => return Ok(failure(&label, err)),
+                Err(err) => return failure(&label, err),
             }
         };
-        Ok(app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR)))
+        app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR))
     }
 
     /// The request as a worker will see it.

@@ -157,9 +157,15 @@ pub fn lookup(wanted: Wanted<'_>, options: &StaticOptions, gzip_cache: Option<&G
         if wanted.accepted.gzip {
             let resolved = wanted.root.path.join(&rel);
             match cache.get(&(resolved.clone(), len, mtime(&meta))) {
-                Some(Some(packed)) => return Lookup::Found(gzip_found(name, &meta, packed)),
+                Some(Some(packed)) => {
+                    crate::metrics::METRICS.gzip_cache(true);
+                    return Lookup::Found(gzip_found(name, &meta, packed));
+                }
                 Some(None) => {} // known not to shrink
-                None => return Lookup::Compress(Pending { name, file, meta, resolved, want_body: wanted.want_body }),
+                None => {
+                    crate::metrics::METRICS.gzip_cache(false);
+                    return Lookup::Compress(Pending { name, file, meta, resolved, want_body: wanted.want_body });
+                }
             }
         }
     }

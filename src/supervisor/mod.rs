@@ -18,12 +18,13 @@
 //! knows which worker holds which request.
 
 mod lost;
+mod ops;
 mod preload;
 mod reload;
 mod spawn;
 mod watch;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -37,7 +38,10 @@ use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 use crate::config::Config;
 use crate::dispatch::{self, LinkEnd, Pool, Queue, WorkerLink};
 use crate::front::{self, Front};
+use crate::service;
 use crate::sys;
+
+pub use ops::UPGRADE_FROM_ENV;
 
 /// Exit code of a worker (and of tandem) when the app can't be imported.
 pub const APP_LOAD_ERROR: i32 = 4;
@@ -89,6 +93,11 @@ enum Event {
     Forked {
         generation: u64,
         pid: u32,
+    },
+    /// The new master started by USR2 exited.
+    SuccessorExited {
+        pid: u32,
+        status: Option<ExitStatus>,
     },
 }
 
@@ -150,6 +159,9 @@ struct Supervisor {
     /// Workers that died young, in a row.
     quick_deaths: u32,
     stopping: bool,
+    /// Workers killed for `--timeout`, until their exit is seen.
+    timed_out: HashSet<u32>,
+    ops: ops::Ops,
 }
 
 struct Signals {
@@ -159,6 +171,7 @@ struct Signals {
     hup: Signal,
     ttin: Signal,
     ttou: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -170,12 +183,14 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 }
 
 /// Runs tandem until it is told to stop. Returns the process exit code.
 pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
+    let start_dir = std::env::current_dir().context("reading the current directory")?;
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
@@ -183,6 +198,8 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
     let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
+    sup.ops = ops::Ops::open(&config, start_dir)?;
+    sup.ops.keep_listeners(&listeners);
     let mut signals = Signals::new()?;
 
     let booted = tokio::select! {
@@ -194,6 +211,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     if let Some(code) = booted {
         sup.stop_workers(Duration::ZERO).await;
         remove_files(&socket_files);
+        sup.ops.close();
         return Ok(code);
     }
 
@@ -202,7 +220,8 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         tracing::info!("listening on {}", listener.url());
     }
     let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
-    front::serve(listeners, front, stop_rx);
+    front::serve(listeners, front, stop_rx.clone());
+    sup.ops.serving(&pool, &stop_rx, sup.target);
     if config.reload {
         sup.watch_files();
     }
@@ -213,14 +232,18 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
             Some(event) = sup.events.recv() => sup.on_event(event),
             _ = tick.tick() => sup.reap_hung(),
             _ = signals.hup.recv() => sup.start_reload("HUP"),
-            _ = signals.ttin.recv() => sup.add_worker(),
-            _ = signals.ttou.recv() => sup.remove_worker(),
+            _ = signals.ttin.recv() => sup.add_worker("TTIN"),
+            _ = signals.ttou.recv() => sup.remove_worker("TTOU"),
+            _ = signals.usr2.recv() => sup.start_upgrade(),
+            Some(request) = sup.ops.commands.recv() => if sup.on_control(request) { break true },
             _ = signals.term.recv() => break true,
             _ = signals.int.recv() => break false,
             _ = signals.quit.recv() => break false,
         }
+        sup.publish();
     };
 
+    service::notify("STOPPING=1");
     sup.stopping = true;
     let _ = stop_tx.send(true);
     let mut grace = TERM_GRACE;
@@ -245,7 +268,12 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         grace = Duration::ZERO;
     }
     sup.stop_workers(grace).await;
-    remove_files(&socket_files);
+    if sup.ops.handed_over() {
+        tracing::info!("listening sockets stay open in the new tandem");
+    } else {
+        remove_files(&socket_files);
+    }
+    sup.ops.close();
     tracing::info!("stopped");
     Ok(0)
 }
@@ -275,6 +303,8 @@ impl Supervisor {
             endings: HashMap::new(),
             quick_deaths: 0,
             stopping: false,
+            timed_out: HashSet::new(),
+            ops: ops::Ops::default(),
         }
     }
 
@@ -389,6 +419,7 @@ impl Supervisor {
             Event::TemplateReady { generation } => self.on_template_ready(generation),
             Event::TemplateExited { generation, status } => self.on_template_exit(generation, status),
             Event::Forked { generation, pid } => self.on_forked(generation, pid),
+            Event::SuccessorExited { pid, status } => self.on_successor_exit(pid, status),
         }
     }
 
@@ -451,6 +482,7 @@ impl Supervisor {
         }
         let code = status.and_then(|s| s.code());
         let retired = code == Some(0) && worker.state == State::Ready;
+        self.count_restart(pid, retired, worker.link.served());
         if retired {
             tracing::info!("worker {pid} retired; starting a replacement");
             self.quick_deaths = 0;
@@ -520,15 +552,15 @@ impl Supervisor {
         }
     }
 
-    fn add_worker(&mut self) {
+    fn add_worker(&mut self, why: &str) {
         self.target += 1;
-        tracing::info!("TTIN: going to {} workers", self.target);
+        tracing::info!("{why}: going to {} workers", self.target);
         self.fill();
     }
 
-    fn remove_worker(&mut self) {
+    fn remove_worker(&mut self, why: &str) {
         if self.target <= 1 {
-            tracing::info!("TTOU: keeping the last worker");
+            tracing::info!("{why}: keeping the last worker");
             return;
         }
         self.target -= 1;
@@ -542,7 +574,7 @@ impl Supervisor {
             w.state = State::Draining;
             // The worker finishes its current request, then exits.
             let _ = sys::kill(*pid, libc::SIGTERM);
-            tracing::info!("TTOU: going to {} workers; worker {pid} stops after its current request", self.target);
+            tracing::info!("{why}: going to {} workers; worker {pid} stops after its current request", self.target);
         }
     }
 
@@ -556,6 +588,7 @@ impl Supervisor {
                 "worker {pid} timed out after {}s on {label}: dumping its stack and killing it",
                 timeout.as_secs()
             );
+            self.timed_out.insert(pid);
             let _ = sys::kill(pid, libc::SIGABRT);
             tokio::spawn(async move {
                 tokio::time::sleep(DUMP_GRACE).await;
