@@ -87,7 +87,7 @@ impl Histogram {
         let mut cumulative = 0;
         for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}", bound(*le));
         }
         let count = self.count.load(Relaxed).max(cumulative);
         let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
@@ -206,7 +206,7 @@ impl Metrics {
             .enumerate()
             .map(|(i, le)| {
                 cumulative += self.durations.iter().map(|h| h.buckets[i].load(Relaxed)).sum::<u64>();
-                (le.to_string(), cumulative)
+                (bound(*le), cumulative)
             })
             .collect();
         let count = self.durations.iter().map(|h| h.count.load(Relaxed)).sum::<u64>();
@@ -269,6 +269,15 @@ impl Metrics {
     }
 }
 
+/// A bucket bound as Prometheus' own clients write it ("0.005", "1.0").
+fn bound(le: f64) -> String {
+    if le.fract() == 0.0 {
+        format!("{le:.1}")
+    } else {
+        le.to_string()
+    }
+}
+
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -306,7 +315,7 @@ mod tests {
         let app = "tandem_request_duration_seconds_bucket{route=\"app\",";
         assert!(text.contains(&format!("{app}le=\"0.005\"}} 1\n")), "{text}");
         assert!(text.contains(&format!("{app}le=\"0.05\"}} 2\n")));
-        assert!(text.contains(&format!("{app}le=\"10\"}} 2\n")));
+        assert!(text.contains(&format!("{app}le=\"10.0\"}} 2\n")));
         assert!(text.contains(&format!("{app}le=\"+Inf\"}} 3\n")));
         assert!(text.contains("tandem_request_duration_seconds_count{route=\"app\"} 3\n"));
         assert!(text.contains("tandem_request_duration_seconds_sum{route=\"app\"} 20.033\n"));
