@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -77,6 +78,11 @@ def test_socket_activation_with_systemd_socket_activate():
     port = free_port()
     p = Process([tool, "-l", f"127.0.0.1:{port}", TANDEM_BIN, "-w", "1", "wsgi_app:app"])
     try:
+        # The tool starts tandem on the first connection; that connection is
+        # served once tandem is up, as with a systemd .socket unit.
+        wait_until(lambda: any("Listening on" in line for line in p.lines), message="the socket to be bound")
+        first = get(port)
+        assert first.startswith(b"HTTP/1.1 200 OK"), first
         url = p.wait_for(LISTEN_RE).group(1)
         assert url == f"http://127.0.0.1:{port}"
         assert get(port).startswith(b"HTTP/1.1 200 OK")
@@ -92,8 +98,13 @@ def test_socket_activation_by_listen_fds_replaces_bind():
     listener.listen(16)
     port = listener.getsockname()[1]
     fd = listener.fileno()
-    script = f'exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$@"'
-    cmd = ["sh", "-c", script, "sh", TANDEM_BIN, "-b", "127.0.0.1:1", "-w", "1", "wsgi_app:app"]
+    # Like systemd: descriptor 3, and LISTEN_PID set to the pid that then execs tandem.
+    launcher = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); os.close(int(sys.argv[1])); "
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='http'); "
+        "os.execv(sys.argv[2], sys.argv[2:])"
+    )
+    cmd = [sys.executable, "-c", launcher, str(fd), TANDEM_BIN, "-b", "127.0.0.1:1", "-w", "1", "wsgi_app:app"]
     p = Process(cmd, pass_fds=(fd,))
     listener.close()
     try:
