@@ -13,8 +13,8 @@ use clap::Parser;
 mod ops;
 mod statics;
 
-use statics::StaticArgs;
 pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV};
+use statics::StaticArgs;
 pub use statics::{parse_static, StaticMount, StaticOptions};
 
 /// Where to listen.

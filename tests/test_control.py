@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, TANDEM_BIN, Tandem, clean_env, wait_until
 
 
@@ -61,7 +60,11 @@ def test_default_socket_is_named_after_the_pid(tmp_path):
         t.wait_for_log(f"control socket at {sock}")
         # `tandem ctl` finds the only running tandem there on its own.
         r = subprocess.run(
-            [TANDEM_BIN, "ctl", "status"], capture_output=True, text=True, timeout=15, env=clean_env(env)
+            [TANDEM_BIN, "ctl", "status"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            env=clean_env(env),
         )
         assert r.returncode == 0, r.stderr
         assert f"pid {t.master_pid}" in r.stdout
@@ -124,7 +127,11 @@ def test_reload_makes_a_new_generation(controlled):
 
     def reloaded():
         s = status(t.sock)
-        return s["generation"] == 2 and len(s["workers"]) == 2 and not ({w["pid"] for w in s["workers"]} & before)
+        return (
+            s["generation"] == 2
+            and len(s["workers"]) == 2
+            and not ({w["pid"] for w in s["workers"]} & before)
+        )
 
     wait_until(reloaded, timeout=20, message="generation 2 serving alone")
     assert t.get("/hello").status == 200
@@ -143,7 +150,10 @@ def test_bad_requests_get_an_error_line(controlled):
         s.settimeout(10)
         s.connect(str(controlled.sock))
         f = s.makefile("rwb")
-        for line, why in [(b"hello\n", "not a JSON object"), (b'{"cmd":"fly"}\n', "unknown command")]:
+        for line, why in [
+            (b"hello\n", "not a JSON object"),
+            (b'{"cmd":"fly"}\n', "unknown command"),
+        ]:
             f.write(line)
             f.flush()
             answer = json.loads(f.readline())
@@ -171,8 +181,18 @@ def test_top_shows_workers_in_tmux(controlled):
     sock = Path(t.sock)
     tmux = ["tmux", "-L", session]
     subprocess.run(
-        [*tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
-         f"{TANDEM_BIN} top -s {sock}; sleep 30"],
+        [
+            *tmux,
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "160",
+            "-y",
+            "40",
+            f"{TANDEM_BIN} top -s {sock}; sleep 30",
+        ],
         check=True,
         env=clean_env({"TERM": "xterm"}),
         cwd=APPS,
@@ -187,14 +207,20 @@ def test_top_shows_workers_in_tmux(controlled):
             ).stdout
 
         pids = t.worker_pids()
-        wait_until(lambda: all(str(p) in screen() for p in pids), timeout=10, message="worker pids on screen")
+        wait_until(
+            lambda: all(str(p) in screen() for p in pids),
+            timeout=10,
+            message="worker pids on screen",
+        )
         text = screen()
         assert "req/s (1 min)" in text and "p99 (1 min)" in text and "queue: 0" in text
         # It refreshes: a new worker shows up within a couple of seconds.
         ctl(t.sock, "workers", "+1")
         t.wait_workers(3)
         wait_until(
-            lambda: all(str(p) in screen() for p in t.worker_pids()), timeout=10, message="the new worker on screen"
+            lambda: all(str(p) in screen() for p in t.worker_pids()),
+            timeout=10,
+            message="the new worker on screen",
         )
         subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
         wait_until(lambda: "PID" not in screen(), timeout=10, message="top to quit on q")

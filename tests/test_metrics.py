@@ -7,9 +7,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import Tandem, run_tandem, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 METRICS_RE = r"metrics on (http://\S+/metrics)"
 
@@ -123,7 +122,14 @@ def test_open_connections_and_busy_workers(metered, tmp_path):
 
 def test_restarts_by_reason(tmp_path):
     t = Tandem(
-        "wsgi_app:app", "--metrics-bind", "127.0.0.1:0", "--max-requests", "2", "--timeout", "1", workers=1
+        "wsgi_app:app",
+        "--metrics-bind",
+        "127.0.0.1:0",
+        "--max-requests",
+        "2",
+        "--timeout",
+        "1",
+        workers=1,
     )
     try:
         url = t.wait_for_log(METRICS_RE).group(1)

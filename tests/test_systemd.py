@@ -11,8 +11,16 @@ import threading
 import time
 
 import pytest
-
-from conftest import APPS, LISTEN_RE, TANDEM_BIN, Tandem, clean_env, free_port, wait_for_file, wait_until
+from conftest import (
+    APPS,
+    LISTEN_RE,
+    TANDEM_BIN,
+    Tandem,
+    clean_env,
+    free_port,
+    wait_for_file,
+    wait_until,
+)
 
 
 class Process:
@@ -46,7 +54,9 @@ class Process:
                     return m
             return None
 
-        return wait_until(found, timeout=timeout, message=f"{pattern_re.pattern}; log: {self.lines}")
+        return wait_until(
+            found, timeout=timeout, message=f"{pattern_re.pattern}; log: {self.lines}"
+        )
 
     def stop(self):
         try:
@@ -80,7 +90,10 @@ def test_socket_activation_with_systemd_socket_activate():
     try:
         # The tool starts tandem on the first connection; that connection is
         # served once tandem is up, as with a systemd .socket unit.
-        wait_until(lambda: any("Listening on" in line for line in p.lines), message="the socket to be bound")
+        wait_until(
+            lambda: any("Listening on" in line for line in p.lines),
+            message="the socket to be bound",
+        )
         first = get(port)
         assert first.startswith(b"HTTP/1.1 200 OK"), first
         url = p.wait_for(LISTEN_RE).group(1)
@@ -104,7 +117,18 @@ def test_socket_activation_by_listen_fds_replaces_bind():
         "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='http'); "
         "os.execv(sys.argv[2], sys.argv[2:])"
     )
-    cmd = [sys.executable, "-c", launcher, str(fd), TANDEM_BIN, "-b", "127.0.0.1:1", "-w", "1", "wsgi_app:app"]
+    cmd = [
+        sys.executable,
+        "-c",
+        launcher,
+        str(fd),
+        TANDEM_BIN,
+        "-b",
+        "127.0.0.1:1",
+        "-w",
+        "1",
+        "wsgi_app:app",
+    ]
     p = Process(cmd, pass_fds=(fd,))
     listener.close()
     try:
@@ -128,7 +152,12 @@ def test_socket_activation_by_listen_fds_replaces_bind():
 
 def test_listen_fds_for_another_pid_are_ignored():
     port = free_port()
-    t = Tandem("wsgi_app:app", binds=(f"127.0.0.1:{port}",), workers=1, env={"LISTEN_FDS": "1", "LISTEN_PID": "1"})
+    t = Tandem(
+        "wsgi_app:app",
+        binds=(f"127.0.0.1:{port}",),
+        workers=1,
+        env={"LISTEN_FDS": "1", "LISTEN_PID": "1"},
+    )
     try:
         assert t.port == port
     finally:

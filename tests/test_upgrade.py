@@ -81,7 +81,9 @@ def test_usr2_hands_over_without_losing_a_request(tmp_path):
         assert process_state(new) not in (None, "Z")
         assert not oldbin.exists()
         served_before = load.ok
-        wait_until(lambda: load.ok >= served_before + 20, message="the new tandem to serve the load")
+        wait_until(
+            lambda: load.ok >= served_before + 20, message="the new tandem to serve the load"
+        )
         load.stop_flag.set()
         load.join(LOAD_LIMIT)
 

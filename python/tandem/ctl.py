@@ -62,7 +62,9 @@ def find_socket(socket_path=None, pid_file=None):
             path = os.path.join(d, f"tandem-{pid}.sock")
             if os.path.exists(path):
                 return path
-        raise CtlError(f"no control socket for tandem {pid} (started with --control-socket? pass -s PATH)")
+        raise CtlError(
+            f"no control socket for tandem {pid} (started with --control-socket? pass -s PATH)"
+        )
     found = []
     for d in default_dirs():
         for path in sorted(glob.glob(os.path.join(d, "tandem-*.sock"))):
@@ -124,7 +126,8 @@ def format_status(s):
     lines = [
         f"tandem {s['version']} pid {s['pid']} serving '{s['app']}', up {s['uptime_secs']:.0f}s",
         f"generation {s['generation']}{' (reloading)' if s['reloading'] else ''}, "
-        f"{s['target_workers']} workers wanted, queue {s['queue_depth']}, in flight {s['in_flight']}, "
+        f"{s['target_workers']} workers wanted, queue {s['queue_depth']}, "
+        f"in flight {s['in_flight']}, "
         f"{s['requests_total']} requests answered",
         f"{'PID':>8} {'STATE':<9} {'GEN':>4} {'SERVED':>8} {'RSS':>10} {'AGE':>7}  CURRENT",
     ]
@@ -150,7 +153,9 @@ def _delta(text):
 
 def parser():
     p = argparse.ArgumentParser(prog="tandem ctl", description="Control a running tandem.")
-    p.add_argument("-s", "--socket", help="control socket path (default: the only running tandem's)")
+    p.add_argument(
+        "-s", "--socket", help="control socket path (default: the only running tandem's)"
+    )
     p.add_argument("--pid", metavar="FILE", help="find the tandem whose --pid file this is")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = sub.add_parser("status", help="the master and its workers")

@@ -62,11 +62,13 @@ def describe_latency(le):
 
 def render(status, window):
     rate = window.rate()
+    rate_text = "-" if rate is None else f"{rate:.1f}"
+    reloading = " (reloading)" if status["reloading"] else ""
     head = [
-        f"tandem {status['version']}  pid {status['pid']}  '{status['app']}'  up {status['uptime_secs']:.0f}s"
-        f"  generation {status['generation']}{' (reloading)' if status['reloading'] else ''}",
-        f"req/s (1 min): {'-' if rate is None else f'{rate:.1f}'}   p99 (1 min): "
-        f"{describe_latency(window.p99())}   queue: {status['queue_depth']}   in flight: {status['in_flight']}"
+        f"tandem {status['version']}  pid {status['pid']}  '{status['app']}'"
+        f"  up {status['uptime_secs']:.0f}s  generation {status['generation']}{reloading}",
+        f"req/s (1 min): {rate_text}   p99 (1 min): {describe_latency(window.p99())}"
+        f"   queue: {status['queue_depth']}   in flight: {status['in_flight']}"
         f"   workers: {len(status['workers'])}/{status['target_workers']}",
         "",
         f"{'PID':>8} {'STATE':<9} {'SERVED':>8} {'RSS MiB':>8} {'AGE':>7}  CURRENT REQUEST",
@@ -105,8 +107,12 @@ def _loop(screen, client):
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="tandem top", description="Live view of a running tandem (q quits).")
-    p.add_argument("-s", "--socket", help="control socket path (default: the only running tandem's)")
+    p = argparse.ArgumentParser(
+        prog="tandem top", description="Live view of a running tandem (q quits)."
+    )
+    p.add_argument(
+        "-s", "--socket", help="control socket path (default: the only running tandem's)"
+    )
     p.add_argument("--pid", metavar="FILE", help="find the tandem whose --pid file this is")
     args = p.parse_args(argv)
     try:

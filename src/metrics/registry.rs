@@ -26,7 +26,8 @@ pub enum RouteKind {
     Proxy = 2,
 }
 
-const ROUTES: [(RouteKind, &str); 3] = [(RouteKind::Static, "static"), (RouteKind::App, "app"), (RouteKind::Proxy, "proxy")];
+const ROUTES: [(RouteKind, &str); 3] =
+    [(RouteKind::Static, "static"), (RouteKind::App, "app"), (RouteKind::Proxy, "proxy")];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Why a worker was replaced.
