@@ -165,7 +165,10 @@ and a supervised pool of Python worker processes, in one command.";
 e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: HUP reloads (new workers import the code \
 again and take over once all are ready; if the new code fails to import, the old workers keep \
 serving); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
---graceful-timeout); INT and QUIT stop at once.\n\nExit codes: 2 bad command line, 4 the app \
+--graceful-timeout); INT and QUIT stop at once; USR2 starts a new tandem (the same command, the \
+binary now on disk) on the same listening sockets and stops this one gracefully once it serves.\n\n\
+Subcommands: 'tandem ctl status|reload|stop|workers +N|-N' and 'tandem top' talk to a running \
+tandem over its --control-socket (see 'tandem ctl --help').\n\nExit codes: 2 bad command line, 4 the app \
 failed to import, 3 workers failed to boot, 1 other start-up errors."
 )]
 struct Cli {
