@@ -13,7 +13,7 @@ use clap::Parser;
 mod ops;
 mod statics;
 
-pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV};
+pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV, INHERITED_METRICS_FD_ENV};
 use statics::StaticArgs;
 pub use statics::{parse_static, StaticMount, StaticOptions};
 

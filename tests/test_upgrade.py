@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 
 from conftest import Tandem, process_state, wait_for_file, wait_until
 
@@ -55,9 +56,12 @@ class Load(threading.Thread):
 
 def test_usr2_hands_over_without_losing_a_request(tmp_path):
     pid_file = tmp_path / "tandem.pid"
-    t = Tandem("wsgi_app:app", "--pid", str(pid_file), workers=2)
+    t = Tandem(
+        "wsgi_app:app", "--pid", str(pid_file), "--metrics-bind", "127.0.0.1:0", workers=2
+    )
     try:
         wait_for_file(pid_file)
+        metrics_url = t.wait_for_log(r"metrics on (http://\S+)").group(1)
         old = t.master_pid
         old_workers = t.worker_pids()
         load = Load(t.address)
@@ -91,8 +95,11 @@ def test_usr2_hands_over_without_losing_a_request(tmp_path):
         old_pids = {str(p).encode() for p in old_workers}
         assert load.worker_pids & old_pids, "no request reached the old workers"
         assert load.worker_pids - old_pids, "no request reached the new workers"
-        # The new tandem logged its start on the same stderr.
         assert "listening sockets stay open in the new tandem" in t.log
+        # The metrics listener moved over too: same address, new master.
+        assert t.log.count(f"metrics on {metrics_url}") == 2, t.log
+        with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+            assert b"tandem_workers" in resp.read()
     finally:
         load_pids = []
         try:

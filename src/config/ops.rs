@@ -13,6 +13,8 @@ use super::{parse_bind, Bind, ConfigError};
 /// Environment variable a tandem upgrading itself passes its listening
 /// descriptors in: comma-separated descriptor numbers, in `--bind` order.
 pub const INHERITED_FDS_ENV: &str = "TANDEM_FDS";
+/// And the descriptor of its `--metrics-bind` listener.
+pub const INHERITED_METRICS_FD_ENV: &str = "TANDEM_METRICS_FD";
 
 /// Where the control socket goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub enum ControlSocket {
 pub struct OpsOptions {
     /// Address of the Prometheus metrics listener; `None`: no metrics listener.
     pub metrics_bind: Option<SocketAddr>,
+    /// The metrics listener inherited from the tandem this one upgrades.
+    pub inherited_metrics_fd: Option<i32>,
     pub control_socket: ControlSocket,
     /// Written with the master's pid at start, removed at exit.
     pub pid_file: Option<PathBuf>,
@@ -68,7 +72,14 @@ impl OpsArgs {
             Some(p) if p.as_os_str().is_empty() => return Err(ConfigError("--control-socket: empty path".into())),
             Some(p) => ControlSocket::Path(p),
         };
-        Ok(OpsOptions { metrics_bind, control_socket, pid_file: self.pid_file })
+        let inherited_metrics_fd = std::env::var(INHERITED_METRICS_FD_ENV).ok().and_then(|fd| fd.parse().ok());
+        std::env::remove_var(INHERITED_METRICS_FD_ENV);
+        Ok(OpsOptions {
+            metrics_bind,
+            inherited_metrics_fd: inherited_metrics_fd.filter(|_| metrics_bind.is_some()),
+            control_socket,
+            pid_file: self.pid_file,
+        })
     }
 }
 

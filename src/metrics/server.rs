@@ -4,8 +4,8 @@
 //! reach the front, and its own tiny hyper server so it never competes
 //! with `--max-connections` or client limits.
 //!
-//! The socket is bound with `SO_REUSEPORT`, so during a binary upgrade the
-//! new tandem can bind the same address while the old one still serves.
+//! During a binary upgrade the new tandem inherits this socket from the old
+//! one rather than binding the address again.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,18 +27,33 @@ use crate::dispatch::Pool;
 /// The bound metrics socket.
 pub struct MetricsListener(TcpListener);
 
+impl std::os::fd::AsFd for MetricsListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl MetricsListener {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.0.local_addr()
     }
 }
 
-/// Binds `addr`. Must be called inside the runtime.
-pub fn bind(addr: SocketAddr) -> anyhow::Result<MetricsListener> {
+/// Binds `addr`, or adopts `inherited` (a listening socket for it handed
+/// over by the tandem this one upgrades). Must be called inside the runtime.
+pub fn bind(addr: SocketAddr, inherited: Option<i32>) -> anyhow::Result<MetricsListener> {
     let bound = || -> std::io::Result<TcpListener> {
+        if let Some(fd) = inherited {
+            return match crate::sys::inherited_listener(fd)? {
+                crate::sys::Inherited::Tcp(l) => {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                }
+                crate::sys::Inherited::Unix(_) => Err(std::io::Error::other("inherited socket is not TCP")),
+            };
+        }
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
         socket.bind(addr)?;
         socket.listen(128)
     };

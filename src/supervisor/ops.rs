@@ -46,6 +46,7 @@ pub(super) struct Ops {
     pid_file: Option<PidFile>,
     /// Copies of the listening sockets, for a successor (USR2).
     handover: Vec<OwnedFd>,
+    metrics_handover: Option<OwnedFd>,
     /// The directory tandem started in; a successor starts there too.
     start_dir: PathBuf,
     /// The master this one took over from, told to stop once we serve.
@@ -65,6 +66,7 @@ impl Default for Ops {
             metrics: None,
             pid_file: None,
             handover: Vec::new(),
+            metrics_handover: None,
             start_dir: PathBuf::from("/"),
             predecessor: None,
             successor: None,
@@ -80,7 +82,11 @@ impl Ops {
         let predecessor = std::env::var(UPGRADE_FROM_ENV).ok().and_then(|p| p.parse().ok());
         std::env::remove_var(UPGRADE_FROM_ENV);
         let mut ops = Ops { start_dir, predecessor, ..Ops::default() };
-        ops.metrics = config.ops.metrics_bind.map(metrics::bind).transpose()?;
+        if let Some(addr) = config.ops.metrics_bind {
+            let listener = metrics::bind(addr, config.ops.inherited_metrics_fd)?;
+            ops.metrics_handover = listener.as_fd().try_clone_to_owned().ok();
+            ops.metrics = Some(listener);
+        }
         ops.control = control::bind(&config.ops.control_socket, predecessor.is_some())?;
         if let Some(path) = &config.ops.pid_file {
             let pid = PidFile::create(path).with_context(|| format!("cannot write --pid {}", path.display()))?;
@@ -177,7 +183,11 @@ impl Supervisor {
             Command::Status => (self.status_json(), false),
             Command::Reload => {
                 self.start_reload("control socket");
-                (json!({"ok": true, "generation": self.generation + 1}), false)
+                let answer = match &self.reload {
+                    Some(reload) => json!({"ok": true, "generation": reload.generation}),
+                    None => json!({"ok": false, "error": "the reload did not start (see the log)"}),
+                };
+                (answer, false)
             }
             Command::Stop => (json!({"ok": true}), true),
             Command::Workers(delta) => {
@@ -245,7 +255,8 @@ impl Supervisor {
             return;
         }
         let fds: Vec<_> = self.ops.handover.iter().map(|fd| fd.as_raw_fd()).collect();
-        let started = match spawn::start_successor(&fds, &self.ops.start_dir) {
+        let metrics_fd = self.ops.metrics_handover.as_ref().map(|fd| fd.as_raw_fd());
+        let started = match spawn::start_successor(&fds, metrics_fd, &self.ops.start_dir) {
             Ok(started) => started,
             Err(e) => {
                 tracing::error!("USR2: cannot start a new tandem: {e}");

@@ -101,9 +101,10 @@ fn jitter(max: u64) -> u64 {
 
 /// Starts the tandem that takes over from this one (USR2): the same
 /// command line, run again from the directory tandem started in, with the
-/// listening sockets `listeners` inherited and named in `TANDEM_FDS`. It is
-/// not tied to this process's life: it outlives it.
-pub fn start_successor(listeners: &[RawFd], cwd: &std::path::Path) -> std::io::Result<Started> {
+/// listening sockets `listeners` inherited and named in `TANDEM_FDS` (and
+/// the metrics listener in `TANDEM_METRICS_FD`). It is not tied to this
+/// process's life: it outlives it.
+pub fn start_successor(listeners: &[RawFd], metrics: Option<RawFd>, cwd: &std::path::Path) -> std::io::Result<Started> {
     let mut argv = std::env::args_os();
     let program = argv.next().ok_or_else(|| std::io::Error::other("no command line to run again"))?;
     let fds: Vec<String> = listeners.iter().map(|fd| fd.to_string()).collect();
@@ -114,7 +115,10 @@ pub fn start_successor(listeners: &[RawFd], cwd: &std::path::Path) -> std::io::R
         .env(crate::supervisor::UPGRADE_FROM_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .kill_on_drop(false);
-    let inherit = listeners.to_vec();
+    if let Some(fd) = metrics {
+        cmd.env(crate::config::INHERITED_METRICS_FD_ENV, fd.to_string());
+    }
+    let inherit: Vec<RawFd> = listeners.iter().copied().chain(metrics).collect();
     // SAFETY: the closure runs in the forked child before exec and only
     // calls fcntl on plain integers (async-signal-safe).
     unsafe {
