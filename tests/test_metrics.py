@@ -104,8 +104,10 @@ def test_open_connections_and_busy_workers(metered, tmp_path):
     wait_until(mark.exists, message="the app to start sleeping")
     idle = t.raw()  # a second connection that sends nothing
     try:
-        samples, _ = scrape(t.metrics_url)
-        assert value(samples, "tandem_open_connections") == 2
+        wait_until(
+            lambda: value(scrape(t.metrics_url)[0], "tandem_open_connections") == 2,
+            message="two open connections",
+        )
         wait_until(
             lambda: value(scrape(t.metrics_url)[0], "tandem_workers", state="busy") == 1,
             message="one busy worker in the metrics",

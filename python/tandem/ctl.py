@@ -36,13 +36,12 @@ def _pid_of(path):
         return None
 
 
-def default_dirs():
-    dirs = []
+def default_dir():
+    """Where tandem puts its control socket by default (as the master decides)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
-        dirs.append(runtime)
-    dirs.append("/tmp")
-    return dirs
+        return runtime
+    return "/tmp"
 
 
 def find_socket(socket_path=None, pid_file=None):
@@ -58,19 +57,17 @@ def find_socket(socket_path=None, pid_file=None):
                 pid = int(f.read().strip())
         except (OSError, ValueError) as e:
             raise CtlError(f"cannot read pid file {pid_file}: {e}") from e
-        for d in default_dirs():
-            path = os.path.join(d, f"tandem-{pid}.sock")
-            if os.path.exists(path):
-                return path
+        path = os.path.join(default_dir(), f"tandem-{pid}.sock")
+        if os.path.exists(path):
+            return path
         raise CtlError(
             f"no control socket for tandem {pid} (started with --control-socket? pass -s PATH)"
         )
     found = []
-    for d in default_dirs():
-        for path in sorted(glob.glob(os.path.join(d, "tandem-*.sock"))):
-            pid = _pid_of(path)
-            if pid is not None and _alive(pid) and path not in found:
-                found.append(path)
+    for path in sorted(glob.glob(os.path.join(default_dir(), "tandem-*.sock"))):
+        pid = _pid_of(path)
+        if pid is not None and _alive(pid):
+            found.append(path)
     if not found:
         raise CtlError("no running tandem found (pass -s PATH or --pid FILE)")
     if len(found) > 1:

@@ -12,7 +12,10 @@
 //!   has loaded the app; if the new code fails to import, the old
 //!   generation keeps serving;
 //! - TTIN / TTOU add or remove a worker; TERM stops gracefully, INT and
-//!   QUIT at once.
+//!   QUIT at once;
+//! - USR2 hands the listening sockets to a new tandem and stops once it
+//!   serves; the control socket asks for the same things as the signals
+//!   (`ops` owns both, with the metrics listener, pid file and sd_notify).
 //!
 //! Worker state lives here ([`Supervisor::status`]); the dispatcher only
 //! knows which worker holds which request.
