@@ -235,3 +235,19 @@ def test_unwritable_pid_file_is_a_start_error(tmp_path):
     r = run_tandem(["--pid", str(tmp_path / "no" / "such" / "dir.pid"), "-w", "1", "wsgi_app:app"])
     assert r.returncode == 1
     assert "cannot write --pid" in r.stderr
+
+
+def test_start_failure_leaves_no_pid_file_or_control_socket(tmp_path):
+    from conftest import run_tandem
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    pid_file, sock = tmp_path / "t.pid", tmp_path / "c.sock"
+    args = ["--pid", str(pid_file), "--control-socket", str(sock), "-b", f"127.0.0.1:{port}"]
+    r = run_tandem([*args, "-w", "1", "wsgi_app:app"])
+    taken.close()
+    assert r.returncode == 1
+    assert "cannot listen on" in r.stderr
+    assert not pid_file.exists() and not sock.exists()

@@ -37,9 +37,12 @@ impl ControlListener {
         &self.path
     }
 
+}
+
+impl Drop for ControlListener {
     /// Removes the socket file, unless another process (a tandem this one
     /// upgraded to) has replaced it.
-    pub fn remove_file(&self) {
+    fn drop(&mut self) {
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }

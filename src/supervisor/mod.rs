@@ -197,12 +197,14 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
+    // Opened first: its files (pid, control socket) go when it is dropped.
+    let mut ops = ops::Ops::open(&config, start_dir)?;
     let listeners = front::bind_all(&config.binds)?;
     let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
+    ops.keep_listeners(&listeners);
     let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
-    sup.ops = ops::Ops::open(&config, start_dir)?;
-    sup.ops.keep_listeners(&listeners);
+    sup.ops = ops;
     let mut signals = Signals::new()?;
 
     let booted = tokio::select! {
@@ -214,7 +216,6 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     if let Some(code) = booted {
         sup.stop_workers(Duration::ZERO).await;
         remove_files(&socket_files);
-        sup.ops.close();
         return Ok(code);
     }
 
@@ -276,7 +277,6 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     } else {
         remove_files(&socket_files);
     }
-    sup.ops.close();
     tracing::info!("stopped");
     Ok(0)
 }

@@ -138,13 +138,6 @@ impl Ops {
         self.successor.is_some()
     }
 
-    /// Last words: the service manager is told, the control socket removed.
-    pub(super) fn close(&mut self) {
-        if let Some(control) = &self.control {
-            control.remove_file();
-        }
-        self.pid_file = None;
-    }
 }
 
 impl Supervisor {
