@@ -36,7 +36,6 @@ impl ControlListener {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
 }
 
 impl Drop for ControlListener {

@@ -137,7 +137,6 @@ impl Ops {
     pub(super) fn handed_over(&self) -> bool {
         self.successor.is_some()
     }
-
 }
 
 impl Supervisor {
