@@ -29,6 +29,9 @@ pub struct StaticOptions {
     /// File served for a request that names a directory (`index.html`);
     /// `None`: directories are 404.
     pub index: Option<String>,
+    /// List a directory that has no index file (HTML, like nginx's
+    /// `autoindex on`) instead of answering 404.
+    pub autoindex: bool,
     /// Serve files and directories whose name starts with '.'.
     pub dotfiles: bool,
     /// Follow symlinks that lead outside the root.
@@ -50,6 +53,7 @@ impl Default for StaticOptions {
         StaticOptions {
             max_age: DEFAULT_MAX_AGE,
             index: None,
+            autoindex: false,
             dotfiles: false,
             follow_symlinks: false,
             fallthrough: false,
@@ -79,9 +83,15 @@ pub(super) struct StaticArgs {
     static_max_age: u64,
 
     /// File to serve for a request naming a directory, e.g. index.html.
-    /// Default: none (directories are 404; there are no listings).
+    /// Default: none (directories are 404, or listed with --static-autoindex).
     #[arg(long, value_name = "NAME")]
     static_index: Option<String>,
+
+    /// List the contents of a directory that has no index file, as an HTML
+    /// page (like nginx's 'autoindex on'). Off by default: directories are 404.
+    /// Listings show only what would be served (no dotfiles, no symlinks out).
+    #[arg(long)]
+    static_autoindex: bool,
 
     /// Serve files and directories whose names start with '.' (hidden, 404, by default).
     #[arg(long)]
@@ -118,6 +128,7 @@ impl StaticArgs {
         let options = StaticOptions {
             max_age: self.static_max_age,
             index: self.static_index.filter(|name| !name.is_empty()),
+            autoindex: self.static_autoindex,
             dotfiles: self.static_dotfiles,
             follow_symlinks: self.static_follow_symlinks,
             fallthrough: self.static_fallthrough,

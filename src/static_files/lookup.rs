@@ -1,5 +1,5 @@
 //! The file-system half of serving a file: find the file under the root
-//! (directory index included), pick the representation to send (a
+//! (directory index, or a listing, included), pick the representation to send (a
 //! precompressed sibling the client accepts, a cached gzip, or the file
 //! itself), and read it into memory when it is small.
 //!
@@ -29,6 +29,7 @@ use super::compress::{self, GzipCache};
 use super::conditional::Validators;
 use super::content_type;
 use super::encoding::{Accepted, Coding};
+use super::listing::Listing;
 use super::path::{open_beneath, Opened, Refused, Root};
 use crate::config::StaticOptions;
 
@@ -59,6 +60,9 @@ pub enum Lookup {
     AddSlash,
     /// A gzip the cache doesn't have yet: finish on the blocking pool.
     Compress(Pending),
+    /// A directory without an index file, and `--static-autoindex` is on:
+    /// list it on the blocking pool.
+    Listing(Listing),
 }
 
 /// A file to gzip on the fly before it can be answered.
@@ -114,19 +118,29 @@ pub fn lookup(wanted: Wanted<'_>, options: &StaticOptions, gzip_cache: Option<&G
     let (file, meta) = match open_beneath(wanted.root, &rel, follow) {
         Opened::File(..) if wanted.trailing_slash => return Lookup::Missing,
         Opened::File(file, meta) => (file, meta),
-        Opened::Dir => {
-            let Some(index) = &options.index else {
+        Opened::Dir(dir) => {
+            if options.index.is_none() && !options.autoindex {
                 return Lookup::Missing;
-            };
+            }
             if !wanted.trailing_slash {
                 return Lookup::AddSlash;
             }
-            rel.push(index);
-            name.clone_from(index);
-            match open_beneath(wanted.root, &rel, follow) {
-                Opened::File(file, meta) => (file, meta),
+            let listing = || match options.autoindex {
+                true => Lookup::Listing(Listing::new(dir, wanted.root, &rel, options)),
+                false => Lookup::Missing,
+            };
+            let Some(index) = &options.index else {
+                return listing();
+            };
+            let mut index_rel = rel.join(index);
+            match open_beneath(wanted.root, &index_rel, follow) {
+                Opened::File(file, meta) => {
+                    std::mem::swap(&mut rel, &mut index_rel);
+                    name.clone_from(index);
+                    (file, meta)
+                }
                 Opened::Refused(why) => return Lookup::Refused(why),
-                Opened::Dir | Opened::Missing => return Lookup::Missing,
+                Opened::Dir(_) | Opened::Missing => return listing(),
             }
         }
         Opened::Missing => return Lookup::Missing,
