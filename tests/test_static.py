@@ -405,7 +405,9 @@ def test_autoindex_lists_what_would_be_served(tandem_factory, tree):
 
 def test_autoindex_prefers_the_index_file(tandem_factory, tree):
     t = tandem_factory(
-        "wsgi_app:app", *tree.static_args("--static-autoindex", "--static-index", "index.html"), workers=1
+        "wsgi_app:app",
+        *tree.static_args("--static-autoindex", "--static-index", "index.html"),
+        workers=1,
     )
     assert t.get("/static/sub/").body == b"<h1>sub index</h1>\n"
     assert b"listed-name.txt" in t.get("/static/nodir/").body
@@ -425,9 +427,13 @@ def test_autoindex_shows_dotfiles_and_outside_links_only_when_allowed(tandem_fac
 def test_autoindex_escapes_names(tandem_factory, tmp_path):
     (tmp_path / 'a <b> & "c".txt').write_bytes(b"x")
     (tmp_path / "caf\u00e9.txt").write_bytes(b"x")
-    t = tandem_factory("wsgi_app:app", "--static", f"/f/={tmp_path}", "--static-autoindex", workers=1)
+    t = tandem_factory(
+        "wsgi_app:app", "--static", f"/f/={tmp_path}", "--static-autoindex", workers=1
+    )
     page = t.get("/f/").body.decode()
-    assert '<a href="a%20%3Cb%3E%20%26%20%22c%22.txt">a &lt;b&gt; &amp; &quot;c&quot;.txt</a>' in page, page
+    assert (
+        '<a href="a%20%3Cb%3E%20%26%20%22c%22.txt">a &lt;b&gt; &amp; &quot;c&quot;.txt</a>' in page
+    ), page
     assert '<a href="caf%C3%A9.txt">caf\u00e9.txt</a>' in page, page
     assert t.get("/f/caf%C3%A9.txt").body == b"x"
 

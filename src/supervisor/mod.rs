@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 
 use crate::config::Config;
 use crate::dispatch::{self, LinkEnd, Pool, Queue, WorkerLink};
-use crate::front::{self, Front};
+use crate::front::{self, AccessLog, Front};
 use crate::sys;
 
 /// Exit code of a worker (and of tandem) when the app can't be imported.
@@ -159,6 +159,7 @@ struct Signals {
     hup: Signal,
     ttin: Signal,
     ttou: Signal,
+    usr1: Signal,
 }
 
 impl Signals {
@@ -170,6 +171,7 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 }
@@ -181,6 +183,13 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     }
     let listeners = front::bind_all(&config.binds)?;
     let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
+    let access_log = match &config.access_log {
+        Some(target) => Some(
+            AccessLog::start(target.clone(), config.access_log_format)
+                .with_context(|| format!("cannot open the access log {target}"))?,
+        ),
+        None => None,
+    };
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
     let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
     let mut signals = Signals::new()?;
@@ -201,8 +210,8 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     for listener in &listeners {
         tracing::info!("listening on {}", listener.url());
     }
-    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
-    front::serve(listeners, front, stop_rx);
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), access_log));
+    front::serve(listeners, Arc::clone(&front), stop_rx);
     if config.reload {
         sup.watch_files();
     }
@@ -215,6 +224,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
             _ = signals.hup.recv() => sup.start_reload("HUP"),
             _ = signals.ttin.recv() => sup.add_worker(),
             _ = signals.ttou.recv() => sup.remove_worker(),
+            _ = signals.usr1.recv() => front.reopen_logs(),
             _ = signals.term.recv() => break true,
             _ = signals.int.recv() => break false,
             _ = signals.quit.recv() => break false,
