@@ -346,6 +346,43 @@ def test_on_the_fly_gzip(tandem_factory, tree):
     assert "Content-Encoding" not in png.headers
 
 
+def test_the_file_cache_never_serves_a_stale_or_escaped_file(tandem_factory, tmp_path, tree):
+    """Files settle for 2 s before the cache keeps them; after that every use is
+    checked against the file system, so each change below shows at once."""
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "a.css").write_bytes(b"AAAA")
+    (root / "b.css").write_bytes(b"bbbb")
+    t = tandem_factory("wsgi_app:app", "--static", f"/f/={root}", workers=1)
+    time.sleep(3.2)  # past the settle time: from here on the cache holds them
+    gz = {"Accept-Encoding": "gzip"}
+    for _ in range(3):
+        r = t.get("/f/a.css", headers=gz)
+        assert r.body == b"AAAA" and "Vary" not in r.headers, r
+        assert t.get("/f/missing.css").status == 404
+
+    (root / "a.css").write_bytes(b"BBBB")  # same size, new content
+    assert t.get("/f/a.css").body == b"BBBB"
+    (root / "a.css.gz").write_bytes(b"GZ-SIBLING")  # a sibling appears
+    r = t.get("/f/a.css", headers=gz)
+    assert r.body == b"GZ-SIBLING" and r.headers["Content-Encoding"] == "gzip"
+    (root / "missing.css").write_bytes(b"here now")
+    assert t.get("/f/missing.css").body == b"here now"
+
+    assert t.get("/f/b.css").body == b"bbbb"
+    (root / "b.css").unlink()
+    assert t.get("/f/b.css").status == 404
+    os.symlink(tree.base / "secret.txt", root / "b.css")  # a cached name now leads out
+    r = t.get("/f/b.css")
+    assert r.status == 404 and SECRET not in r.body
+
+
+def test_the_file_cache_can_be_turned_off(tandem_factory, tree):
+    t = tandem_factory("wsgi_app:app", *tree.static_args("--static-cache", "0"), workers=1)
+    assert t.get("/static/app.css").body == CSS
+    assert t.get("/static/pre.css", headers={"Accept-Encoding": "br"}).body == b"BROTLI-VARIANT"
+
+
 def test_no_on_the_fly_gzip_by_default(srv):
     r = srv.get("/static/app.css", headers={"Accept-Encoding": "gzip"})
     assert r.body == CSS and "Content-Encoding" not in r.headers
@@ -544,6 +581,7 @@ def test_help_documents_the_static_flags():
         "--static-compress",
         "--static-compress-min-size",
         "--static-compress-cache",
+        "--static-cache",
     ):
         assert flag in out, flag
 

@@ -9,6 +9,7 @@ use super::ConfigError;
 const DEFAULT_MAX_AGE: u64 = 60;
 const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
 const DEFAULT_COMPRESS_CACHE: usize = 64 * 1024 * 1024;
+const DEFAULT_FILE_CACHE: usize = 32 * 1024 * 1024;
 
 /// One `--static PREFIX=DIR`: requests under `prefix` are files under `root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct StaticOptions {
     pub compress_min_size: u64,
     /// Bytes of compressed files kept in memory.
     pub compress_cache: usize,
+    /// Bytes of small files (and names known to be absent) kept in memory;
+    /// 0 turns the cache off.
+    pub cache: usize,
 }
 
 impl Default for StaticOptions {
@@ -60,6 +64,7 @@ impl Default for StaticOptions {
             compress: false,
             compress_min_size: DEFAULT_COMPRESS_MIN_SIZE,
             compress_cache: DEFAULT_COMPRESS_CACHE,
+            cache: DEFAULT_FILE_CACHE,
         }
     }
 }
@@ -119,6 +124,13 @@ pub(super) struct StaticArgs {
     /// Memory for on-the-fly compressed files; the oldest entries go first.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_COMPRESS_CACHE)]
     static_compress_cache: usize,
+
+    /// Memory for small static files (up to 64 KiB) and for names known to be
+    /// absent, like nginx's open_file_cache. Every use is checked against the
+    /// file system with one stat, so changed files are served at once. 0 turns
+    /// it off.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FILE_CACHE)]
+    static_cache: usize,
 }
 
 impl StaticArgs {
@@ -135,6 +147,7 @@ impl StaticArgs {
             compress: self.static_compress,
             compress_min_size: self.static_compress_min_size,
             compress_cache: self.static_compress_cache,
+            cache: self.static_cache,
         };
         Ok((mounts, options))
     }

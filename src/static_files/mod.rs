@@ -7,7 +7,8 @@
 //! its representation, blocking), `conditional` (ETag, Last-Modified,
 //! If-*), `range` (Range, multipart), `content_type`, `encoding`
 //! (Accept-Encoding, precompressed siblings), `compress` (on-the-fly gzip
-//! and its cache), `cache_control`, `listing` (`--static-autoindex`), and `serve`, which reads a request's
+//! and its cache), `cache_control`, `listing` (`--static-autoindex`),
+//! `file_cache` (small files and absent names, `--static-cache`), and `serve`, which reads a request's
 //! path through all of them top to bottom. Which requests come here is the
 //! router's decision; the connection is the front's.
 
@@ -16,6 +17,7 @@ mod compress;
 mod conditional;
 mod content_type;
 mod encoding;
+mod file_cache;
 mod listing;
 mod lookup;
 mod path;

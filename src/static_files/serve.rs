@@ -28,6 +28,7 @@ use super::compress::GzipCache;
 use super::conditional::{self, Precondition};
 use super::content_type;
 use super::encoding::Accepted;
+use super::file_cache::FileCache;
 use super::listing::{self, Listing};
 use super::lookup::{self, Content, Found, Lookup, Wanted};
 use super::path::{self, Root};
@@ -41,6 +42,7 @@ pub struct StaticFiles {
     roots: HashMap<String, Root>,
     options: Arc<StaticOptions>,
     gzip_cache: Option<Arc<GzipCache>>,
+    file_cache: Option<FileCache>,
 }
 
 /// What became of a request under a static prefix.
@@ -54,7 +56,8 @@ impl StaticFiles {
     pub fn new(mounts: &[StaticMount], options: StaticOptions) -> StaticFiles {
         let roots = mounts.iter().map(|m| (m.prefix.clone(), Root::open(&m.root))).collect();
         let gzip_cache = options.compress.then(|| Arc::new(GzipCache::new(options.compress_cache)));
-        StaticFiles { roots, options: Arc::new(options), gzip_cache }
+        let file_cache = (options.cache > 0).then(|| FileCache::new(options.cache, lookup::SMALL_FILE));
+        StaticFiles { roots, options: Arc::new(options), gzip_cache, file_cache }
     }
 
     /// Answers a request for `rest` (the raw path after `mount.prefix`).
@@ -84,7 +87,7 @@ impl StaticFiles {
             accepted: Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING)),
             want_body: parts.method == Method::GET,
         };
-        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref()) {
+        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref(), self.file_cache.as_ref()) {
             Lookup::Found(found) => found,
             Lookup::Missing if fallthrough => return Served::FallThrough,
             Lookup::Missing => {
