@@ -73,6 +73,9 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub chdir: Option<PathBuf>,
     pub log_level: tracing::Level,
+    /// Where the access log goes (`--access-logfile`); `None`: no access log.
+    pub access_log: Option<crate::front::AccessLogTarget>,
+    pub access_log_format: crate::front::AccessLogFormat,
     /// Threads of the front's async runtime.
     pub front_threads: usize,
     /// Requests each worker holds at once, one per Python thread.
@@ -164,7 +167,7 @@ and a supervised pool of Python worker processes, in one command.";
     after_help = "APP_MODULE is 'module:callable' or 'module' (then 'module:application'), \
 e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: HUP reloads (new workers import the code \
 again and take over once all are ready; if the new code fails to import, the old workers keep \
-serving); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
+serving); TTIN/TTOU add/remove a worker; USR1 reopens the access log; TERM stops gracefully (in-flight requests finish, up to \
 --graceful-timeout); INT and QUIT stop at once; USR2 starts a new tandem (the same command, the \
 binary now on disk) on the same listening sockets and stops this one gracefully once it serves.\n\n\
 Subcommands: 'tandem ctl status|reload|stop|workers +N|-N' and 'tandem top' talk to a running \
@@ -257,6 +260,17 @@ struct Cli {
     /// Log level: debug, info, warning, error or critical.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+
+    /// Write an access log line per request to FILE ('-' for stdout): nginx's
+    /// "combined" format followed by the request time in seconds and the pid
+    /// of the worker that answered. Reopened on USR1. Relative to --chdir.
+    #[arg(long, value_name = "FILE")]
+    access_logfile: Option<String>,
+
+    /// Access log line format: 'combined' (nginx's, plus request time and
+    /// worker pid) or 'json' (one object per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "combined")]
+    access_log_format: crate::front::AccessLogFormat,
 
     /// Threads of the front's event loop. Default: the number of CPU cores.
     #[arg(long, value_name = "INT", hide = true)]
@@ -406,6 +420,12 @@ impl Cli {
             Some(dir) => dir.clone(),
             None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
         };
+        let access_log = match self.access_logfile.as_deref() {
+            None => None,
+            Some("-") => Some(crate::front::AccessLogTarget::Stdout),
+            Some("") => return err("invalid --access-logfile '': expected a file name or '-'".into()),
+            Some(path) => Some(crate::front::AccessLogTarget::File(base.join(path))),
+        };
         let (statics, static_options) = self.statics.into_config(&base)?;
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
@@ -436,6 +456,8 @@ impl Cli {
             env,
             chdir: self.chdir,
             log_level,
+            access_log,
+            access_log_format: self.access_log_format,
             front_threads: self.front_threads.unwrap_or(cores).max(1),
             threads: self.threads,
             max_requests: self.max_requests,

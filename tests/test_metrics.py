@@ -3,6 +3,7 @@ prometheus_client's own text parser, and checked against known traffic."""
 
 import re
 import signal
+import time
 import urllib.error
 import urllib.request
 
@@ -173,3 +174,29 @@ def test_bad_metrics_bind_is_a_one_line_error():
     assert r.returncode == 2
     assert re.search(r"--metrics-bind.*expected HOST:PORT", r.stderr), r.stderr
     assert len(r.stderr_lines) == 1
+
+
+def test_static_cache_hits(tmp_path):
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.txt").write_text("cached\n")
+    time.sleep(3.2)  # --static-cache remembers only files that have settled
+    t = Tandem("wsgi_app:app", "--metrics-bind", "127.0.0.1:0", "--static", f"/static/={static}")
+    try:
+        url = t.wait_for_log(METRICS_RE).group(1)
+
+        def cache():
+            s, _ = scrape(url)
+            hits = value(s, "tandem_static_cache_hits_total")
+            return hits, value(s, "tandem_static_cache_misses_total")
+
+        assert t.get("/static/a.txt").status == 200
+        hits, misses = cache()
+        assert misses >= 1
+        for _ in range(3):
+            assert t.get("/static/a.txt").body == b"cached\n"
+        hits_after, misses_after = cache()
+        assert misses_after == misses
+        assert hits_after - hits >= 3
+    finally:
+        t.stop()

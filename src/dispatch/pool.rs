@@ -22,9 +22,17 @@ const REPLY_CHANNEL: usize = 16;
 /// or `Failed` at any point.
 #[derive(Debug)]
 pub enum Reply {
-    Head(ResponseHead),
+    /// The response head, and the pid of the worker that sent it.
+    Head {
+        head: ResponseHead,
+        worker: u32,
+    },
     Body(Bytes),
-    File { file: std::fs::File, offset: u64, len: u64 },
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
     End,
     Failed(DispatchError),
 }

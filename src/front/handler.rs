@@ -6,6 +6,7 @@
 //!   → dispatch::Pool::submit (503 if the queue is full)
 //!   → wait for the app's head (500 app error, 502 worker died, 504 timeout)
 //!   → stream or buffer the body to the client
+//! access log: one line once the response has been sent
 //! ```
 
 use std::convert::Infallible;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::access_log::AccessLog;
 use super::request_body::{self, RequestBody};
 use super::response::{self, ResponseBody};
 use crate::config::Config;
@@ -32,6 +34,8 @@ pub struct Front {
     pub router: Router,
     pub statics: StaticFiles,
     pub pool: Arc<Pool>,
+    /// `--access-logfile`, if given.
+    pub access_log: Option<AccessLog>,
 }
 
 /// What the front knows about a connection before any request on it.
@@ -46,12 +50,20 @@ pub struct Peer {
 }
 
 impl Front {
-    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Front {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>, access_log: Option<AccessLog>) -> Front {
         Front {
+            access_log,
             router: Router::new(&config.statics),
             statics: StaticFiles::new(&config.statics, config.static_options.clone()),
             config,
             pool,
+        }
+    }
+
+    /// Reopens the log files (on `USR1`, after log rotation).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
         }
     }
 
@@ -64,15 +76,31 @@ impl Front {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
         let mut route = RouteKind::App;
-        let response = self.respond(req, peer, &mut route).await;
+        let (parts, body) = req.into_parts();
+        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
+        let response = match &self.access_log {
+            None => self.respond(parts, body, &peer, &mut None, &mut route).await,
+            Some(log) => {
+                let mut entry = log.entry(&parts, &peer);
+                let response = self.respond(parts, body, &peer, &mut entry.worker, &mut route).await;
+                entry.status = response.status().as_u16();
+                response.map(|body| body.logged(entry))
+            }
+        };
         METRICS.request(route, response.status().as_u16(), started.elapsed());
         Ok(response)
     }
 
-    /// The journey itself; `route` says which handler answered.
-    async fn respond(&self, req: Request<Incoming>, peer: Arc<Peer>, route: &mut RouteKind) -> Response<ResponseBody> {
-        let (parts, body) = req.into_parts();
-        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
+    /// The journey itself; `worker` learns which worker answered, if one
+    /// did, and `route` which kind of route did.
+    async fn respond(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: &Peer,
+        worker: &mut Option<u32>,
+        route: &mut RouteKind,
+    ) -> Response<ResponseBody> {
         let label = format!("{} {}", parts.method, parts.uri.path());
 
         match self.router.route(parts.uri.path()) {
@@ -100,7 +128,7 @@ impl Front {
         };
 
         let head_only = parts.method == Method::HEAD;
-        let call = match self.build_head(&parts, body, &peer) {
+        let call = match self.build_head(&parts, body, peer) {
             Ok((head, fd)) => self.pool.submit(label.clone(), head, fd),
             Err(err) => Err(DispatchError::Internal(err.to_string())),
         };
@@ -110,7 +138,10 @@ impl Front {
         };
 
         let head = match call.next().await {
-            Reply::Head(head) => head,
+            Reply::Head { head, worker: pid } => {
+                *worker = Some(pid);
+                head
+            }
             Reply::Failed(err) => return failure(&label, err),
             _ => return failure(&label, DispatchError::Internal("reply before response head".into())),
         };

@@ -6,9 +6,10 @@
 //! limits); `forwarded` decides what a trusted proxy may say about the
 //! client; `handler` reads one request's whole journey top to bottom;
 //! `request_body` and `response` own the buffering on either side of the
-//! app. What happens inside a worker is `worker`'s business, and how
+//! app; `access_log` records each request once its response is sent. What happens inside a worker is `worker`'s business, and how
 //! requests reach workers is `dispatch`'s.
 
+mod access_log;
 mod forwarded;
 mod framing;
 mod guard;
@@ -17,6 +18,7 @@ mod listener;
 mod request_body;
 mod response;
 
+pub use access_log::{AccessLog, Format as AccessLogFormat, Target as AccessLogTarget};
 pub use forwarded::TrustedProxies;
 
 pub use handler::{error_response, Front};

@@ -112,6 +112,8 @@ pub struct Metrics {
     connections_total: AtomicU64,
     gzip_hits: AtomicU64,
     gzip_misses: AtomicU64,
+    file_hits: AtomicU64,
+    file_misses: AtomicU64,
     /// Upstream name → healthy, set by the proxy's health checks.
     upstreams: Mutex<BTreeMap<String, bool>>,
 }
@@ -136,6 +138,8 @@ impl Metrics {
             connections_total: AtomicU64::new(0),
             gzip_hits: AtomicU64::new(0),
             gzip_misses: AtomicU64::new(0),
+            file_hits: AtomicU64::new(0),
+            file_misses: AtomicU64::new(0),
             upstreams: Mutex::new(BTreeMap::new()),
         }
     }
@@ -183,6 +187,12 @@ impl Metrics {
     /// A static file's gzip was (`hit`) or wasn't yet in the cache.
     pub fn gzip_cache(&self, hit: bool) {
         let counter = if hit { &self.gzip_hits } else { &self.gzip_misses };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// `--static-cache` knew (`hit`) or didn't know what a name is.
+    pub fn file_cache(&self, hit: bool) {
+        let counter = if hit { &self.file_hits } else { &self.file_misses };
         counter.fetch_add(1, Relaxed);
     }
 
@@ -258,6 +268,20 @@ impl Metrics {
         let _ = writeln!(o, "tandem_open_connections {}", self.connections.load(Relaxed).max(0));
         head(o, "tandem_connections_total", "counter", "Client connections accepted.");
         let _ = writeln!(o, "tandem_connections_total {}", self.connections_total.load(Relaxed));
+        head(
+            o,
+            "tandem_static_cache_hits_total",
+            "counter",
+            "Names (files and precompressed siblings) --static-cache answered for.",
+        );
+        let _ = writeln!(o, "tandem_static_cache_hits_total {}", self.file_hits.load(Relaxed));
+        head(
+            o,
+            "tandem_static_cache_misses_total",
+            "counter",
+            "Names --static-cache had to ask the file system about.",
+        );
+        let _ = writeln!(o, "tandem_static_cache_misses_total {}", self.file_misses.load(Relaxed));
         head(o, "tandem_static_gzip_cache_hits_total", "counter", "Static gzip responses served from the cache.");
         let _ = writeln!(o, "tandem_static_gzip_cache_hits_total {}", self.gzip_hits.load(Relaxed));
         head(o, "tandem_static_gzip_cache_misses_total", "counter", "Static files gzipped on demand (cache misses).");

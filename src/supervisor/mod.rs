@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 
 use crate::config::Config;
 use crate::dispatch::{self, LinkEnd, Pool, Queue, WorkerLink};
-use crate::front::{self, Front};
+use crate::front::{self, AccessLog, Front};
 use crate::service;
 use crate::sys;
 
@@ -174,6 +174,7 @@ struct Signals {
     hup: Signal,
     ttin: Signal,
     ttou: Signal,
+    usr1: Signal,
     usr2: Signal,
 }
 
@@ -186,6 +187,7 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
             usr2: signal(SignalKind::user_defined2())?,
         })
     }
@@ -201,6 +203,13 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     let mut ops = ops::Ops::open(&config, start_dir)?;
     let listeners = front::bind_all(&config.binds)?;
     let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
+    let access_log = match &config.access_log {
+        Some(target) => Some(
+            AccessLog::start(target.clone(), config.access_log_format)
+                .with_context(|| format!("cannot open the access log {target}"))?,
+        ),
+        None => None,
+    };
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
     ops.keep_listeners(&listeners);
     let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
@@ -223,8 +232,8 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     for listener in &listeners {
         tracing::info!("listening on {}", listener.url());
     }
-    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
-    front::serve(listeners, front, stop_rx.clone());
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), access_log));
+    front::serve(listeners, Arc::clone(&front), stop_rx.clone());
     sup.ops.serving(&pool, &stop_rx, sup.target);
     if config.reload {
         sup.watch_files();
@@ -238,6 +247,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
             _ = signals.hup.recv() => sup.start_reload("HUP"),
             _ = signals.ttin.recv() => sup.add_worker("TTIN"),
             _ = signals.ttou.recv() => sup.remove_worker("TTOU"),
+            _ = signals.usr1.recv() => front.reopen_logs(),
             _ = signals.usr2.recv() => sup.start_upgrade(),
             Some(request) = sup.ops.commands.recv() => if sup.on_control(request) { break true },
             _ = signals.term.recv() => break true,
