@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import Tandem, process_state, wait_for_file, wait_until
+from conftest import RawConn, Tandem, process_state, wait_for_file, wait_until
 
 LOAD_LIMIT = 30.0  # seconds: the load loop never runs longer than this
 MAX_REQUESTS = 20_000
@@ -56,9 +56,7 @@ class Load(threading.Thread):
 
 def test_usr2_hands_over_without_losing_a_request(tmp_path):
     pid_file = tmp_path / "tandem.pid"
-    t = Tandem(
-        "wsgi_app:app", "--pid", str(pid_file), "--metrics-bind", "127.0.0.1:0", workers=2
-    )
+    t = Tandem("wsgi_app:app", "--pid", str(pid_file), "--metrics-bind", "127.0.0.1:0", workers=2)
     try:
         wait_for_file(pid_file)
         metrics_url = t.wait_for_log(r"metrics on (http://\S+)").group(1)
@@ -135,5 +133,31 @@ def test_failed_upgrade_keeps_the_old_master(tmp_path):
         t.wait_for_log(r"upgrade failed: new tandem \d+ exited", since=mark, timeout=20)
         assert pid_file.read_text() == f"{t.master_pid}\n"
         assert t.get("/").body == b"v1"
+    finally:
+        t.stop()
+
+
+def test_upgrade_on_a_unix_socket_keeps_its_file(tmp_path):
+    """The new tandem serves the same unix socket, and removes its file when
+    it stops in the end; the old one leaves it alone."""
+    path = tmp_path / "t.sock"
+    pid_file = tmp_path / "t.pid"
+    t = Tandem("wsgi_app:app", "--pid", str(pid_file), binds=(f"unix:{path}",), workers=1)
+    try:
+        old = t.master_pid
+        t.signal(signal.SIGUSR2)
+        t.wait_for_log(rf"took over the listening sockets from tandem {old}", timeout=20)
+        assert t.wait_exit(timeout=20) == 0
+        new = int(pid_file.read_text())
+        assert path.exists()
+        with RawConn(str(path)) as c:
+            c.send(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert c.read_response().status == 200
+        os.kill(new, signal.SIGTERM)
+        wait_until(
+            lambda: process_state(new) in (None, "Z"), timeout=15, message="the new master to stop"
+        )
+        assert not path.exists()
+        assert not pid_file.exists()
     finally:
         t.stop()

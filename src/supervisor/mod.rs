@@ -202,7 +202,8 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     // Opened first: its files (pid, control socket) go when it is dropped.
     let mut ops = ops::Ops::open(&config, start_dir)?;
     let listeners = front::bind_all(&config.binds)?;
-    let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
+    let mut socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
+    socket_files.extend(ops.taken_over_files(&listeners));
     let access_log = match &config.access_log {
         Some(target) => Some(
             AccessLog::start(target.clone(), config.access_log_format)

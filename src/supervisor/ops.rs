@@ -109,6 +109,22 @@ impl Ops {
         }
     }
 
+    /// Unix socket files this tandem took over from the one it upgrades:
+    /// they are this one's to remove at exit now.
+    pub(super) fn taken_over_files(&self, listeners: &[Listener]) -> Vec<PathBuf> {
+        if self.predecessor.is_none() {
+            return Vec::new();
+        }
+        let path = |l: &tokio::net::UnixListener| l.local_addr().ok()?.as_pathname().map(PathBuf::from);
+        listeners
+            .iter()
+            .filter_map(|listener| match listener {
+                Listener::Unix(l, None) => path(l),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The front is serving: start answering scrapes and commands, tell the
     /// service manager, and retire the master we took over from.
     pub(super) fn serving(&mut self, pool: &Arc<Pool>, stop: &watch::Receiver<bool>, workers: usize) {
