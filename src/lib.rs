@@ -27,6 +27,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod front;
+pub mod proxy;
 pub mod router;
 pub mod static_files;
 pub mod supervisor;

@@ -6,9 +6,10 @@
 //! limits); `forwarded` decides what a trusted proxy may say about the
 //! client; `handler` reads one request's whole journey top to bottom;
 //! `request_body` and `response` own the buffering on either side of the
-//! app. What happens inside a worker is `worker`'s business, and how
+//! app or upstream; `accel` serves what `X-Accel-Redirect` names. What happens inside a worker is `worker`'s business, and how
 //! requests reach workers is `dispatch`'s.
 
+mod accel;
 mod forwarded;
 mod framing;
 mod guard;
@@ -21,4 +22,4 @@ pub use forwarded::TrustedProxies;
 
 pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};
-pub use response::{segments_body, ResponseBody, Segment};
+pub use response::{segments_body, BodySource, Piece, ResponseBody, Segment};

@@ -281,6 +281,10 @@ impl Supervisor {
     /// Starts the first generation and waits until every worker has loaded
     /// the app. Returns an exit code if they can't.
     async fn boot(&mut self) -> Option<i32> {
+        if !self.config.has_app() {
+            tracing::info!("no app: serving static and proxy routes only, without workers");
+            return None;
+        }
         if self.config.preload {
             if let Some(code) = self.boot_template().await {
                 return Some(code);
@@ -521,6 +525,10 @@ impl Supervisor {
     }
 
     fn add_worker(&mut self) {
+        if !self.config.has_app() {
+            tracing::info!("TTIN: no app, no workers to add");
+            return;
+        }
         self.target += 1;
         tracing::info!("TTIN: going to {} workers", self.target);
         self.fill();
