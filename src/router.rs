@@ -6,9 +6,9 @@
 //! there is one) as the default route; without an app, a request no route
 //! takes is 404. Routes for the request's host are tried before routes for
 //! any host, as nginx picks the server block before the location; within
-//! each, the longest matching prefix wins. Internal routes are skipped for
-//! clients: they are reached only through [`Router::internal`], for
-//! `X-Accel-Redirect`.
+//! each, the longest matching prefix wins. A client's request that lands on
+//! an internal route is 404 (as nginx's `internal` locations): they are
+//! reached only through [`Router::internal`], for `X-Accel-Redirect`.
 //!
 //! Prefixes are compared with the raw (still percent-encoded) path, byte for
 //! byte: `/st%61tic/x` is not under `/static/`, so it goes to the app, which
@@ -27,7 +27,7 @@ pub enum Route<'a> {
     Proxy(usize),
     /// The app's worker pool.
     App,
-    /// No route (tandem runs without an app).
+    /// No route (tandem runs without an app), or an internal one.
     NotFound,
 }
 
@@ -58,11 +58,12 @@ impl Router {
     /// The route for a client's request: `host` is the `Host` header's name
     /// (lowercase, no port), `path` is `uri.path()`, without the query.
     pub fn route<'a>(&'a self, host: Option<&str>, path: &'a str) -> Route<'a> {
-        let for_host = self.routes.iter().filter(|r| !r.internal && host.is_some() && r.host.as_deref() == host);
-        let for_any = self.routes.iter().filter(|r| !r.internal && r.host.is_none());
+        let for_host = self.routes.iter().filter(|r| host.is_some() && r.host.as_deref() == host);
+        let for_any = self.routes.iter().filter(|r| r.host.is_none());
         for route in for_host.chain(for_any) {
             if let Some(rest) = path.strip_prefix(route.prefix.as_str()) {
                 return match &route.target {
+                    _ if route.internal => Route::NotFound,
                     Target::Static(mount) => Route::Static { mount, rest },
                     Target::Proxy(i) => Route::Proxy(*i),
                     Target::App => Route::App,
@@ -74,6 +75,12 @@ impl Router {
         } else {
             Route::NotFound
         }
+    }
+
+    /// Whether any route is internal: without one, `X-Accel-Redirect` passes
+    /// through untouched, for a front further up to act on.
+    pub fn has_internal(&self) -> bool {
+        self.routes.iter().any(|r| r.internal)
     }
 
     /// The internal static location a path names (`X-Accel-Redirect`).
@@ -173,8 +180,9 @@ mod tests {
     fn internal_routes_are_hidden_from_clients() {
         let mut protected = mount("/protected/", "/files");
         protected.internal = true;
-        let router = Router::from_routes(vec![protected], false);
+        let router = Router::from_routes(vec![protected], true);
         assert_eq!(router.route(None, "/protected/a.pdf"), Route::NotFound);
+        assert_eq!(router.route(None, "/protected"), Route::App);
         assert_eq!(router.internal("/protected/a.pdf").map(|(_, rest)| rest), Some("a.pdf"));
         assert_eq!(router.internal_file("/files/d/a.pdf").map(|(_, rest)| rest), Some("d/a.pdf".to_string()));
         assert!(router.internal_file("/filesx/a.pdf").is_none());

@@ -3,6 +3,7 @@ and upstream pools; errors name the file, line and key; the command line
 overrides the file; --check-config and --print-config; running without an app."""
 
 import textwrap
+from pathlib import Path
 import tomllib
 
 import pytest
@@ -189,3 +190,16 @@ def test_no_app_and_no_routes_is_an_error():
     r = run_tandem(["-w", "2"])
     assert r.returncode == 2
     assert "no APP_MODULE" in r.stderr
+
+
+def test_the_example_front_config_checks_out(tmp_path):
+    example = Path(__file__).resolve().parent.parent / "examples" / "front.toml"
+    copy = tmp_path / "front.toml"
+    copy.write_text(example.read_text())
+    for d in ("django_site/staticfiles", "django_site/media"):
+        (tmp_path / d).mkdir(parents=True)
+    r = check(copy)
+    assert (r.returncode, r.stderr) == (0, "")
+    c = printed(copy)
+    assert c["upstream"]["apps"]["servers"][1] == "10.0.0.3:8001 weight=2"
+    assert [route["prefix"] for route in c["route"]] == ["/static/", "/protected/", "/"]

@@ -11,6 +11,9 @@
 //! client's conditional and Range headers, and with the original response's
 //! Content-Disposition, Cache-Control, Expires, Set-Cookie and
 //! Content-Language; its Content-Type only where the file's name gives none.
+//!
+//! A tandem with no internal route (an app node behind a front) leaves the
+//! headers alone, for the front to act on.
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode};
@@ -42,6 +45,9 @@ pub enum Redirect {
 
 /// The redirect a response's headers ask for, if any.
 pub fn target(headers: &HeaderMap) -> Option<Redirect> {
+    if headers.is_empty() {
+        return None;
+    }
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     if let Some(location) = value("x-accel-redirect") {
         let path = location.split('?').next().unwrap_or(location);

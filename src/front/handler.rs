@@ -133,7 +133,7 @@ impl Front {
             }
         };
         let mut head = answer.head;
-        if let Some(redirect) = accel::target(&head.headers) {
+        if let Some(redirect) = self.router.has_internal().then(|| accel::target(&head.headers)).flatten() {
             return accel::serve(self, redirect, parts, &head.headers, label).await;
         }
         let streaming =
@@ -184,7 +184,8 @@ impl Front {
                 return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
-        if let Some(redirect) = app_head.response.headers_ref().and_then(accel::target) {
+        let accel = app_head.response.headers_ref().filter(|_| self.router.has_internal()).and_then(accel::target);
+        if let Some(redirect) = accel {
             let original = app_head.response.headers_ref().cloned().unwrap_or_default();
             return accel::serve(self, redirect, parts, &original, label).await;
         }

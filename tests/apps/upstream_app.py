@@ -38,8 +38,7 @@ def who(environ, start_response):
         "body_len": len(body),
         "body_md5": hashlib.md5(body).hexdigest(),
     }
-    return _send(start_response, "200 OK", json.dumps(seen), "application/json",
-                 [("X-Node", NODE), ("Keep-Alive", "timeout=5"), ("X-Hop", "1"), ("Connection", "X-Hop")])
+    return _send(start_response, "200 OK", json.dumps(seen), "application/json", [("X-Node", NODE)])
 
 
 def sleep(environ, start_response):
@@ -76,5 +75,6 @@ ROUTES = {"/who": who, "/sleep": sleep, "/accel": accel, "/stream": stream, "/he
 
 
 def app(environ, start_response):
-    handler = ROUTES.get(environ["PATH_INFO"], who)
+    # By last segment, so that /any/prefix/who is /who too.
+    handler = ROUTES.get("/" + environ["PATH_INFO"].rsplit("/", 1)[-1], who)
     return handler(environ, start_response)
