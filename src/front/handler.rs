@@ -12,6 +12,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,6 +37,19 @@ pub struct Front {
     pub statics: StaticFiles,
     pub upstreams: Vec<Arc<Upstream>>,
     pub pool: Arc<Pool>,
+    /// Client connections open: a graceful stop waits for them to finish
+    /// (idle ones close at once), so that a request read just as the stop
+    /// began is still answered.
+    connections: AtomicUsize,
+}
+
+/// Counts a client connection in [`Front::connections`] until dropped.
+pub struct Connection(Arc<Front>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the front knows about a connection before any request on it.
@@ -58,7 +72,19 @@ impl Front {
             upstreams: proxy::start(&config.upstreams),
             config,
             pool,
+            connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a client connection until the guard is dropped.
+    pub fn connection(self: &Arc<Self>) -> Connection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Connection(Arc::clone(self))
+    }
+
+    /// Client connections open.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Answers one request. Never fails: every error becomes a response.

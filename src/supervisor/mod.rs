@@ -202,7 +202,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         tracing::info!("listening on {}", listener.url());
     }
     let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
-    front::serve(listeners, front, stop_rx);
+    front::serve(listeners, Arc::clone(&front), stop_rx);
     if config.reload {
         sup.watch_files();
     }
@@ -227,9 +227,20 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     if graceful {
         tracing::info!("stopping: finishing in-flight requests (up to {}s)", config.graceful_timeout.as_secs());
         let deadline = tokio::time::Instant::now() + config.graceful_timeout;
-        while sup.pool.in_flight() > 0 {
+        // Until every connection has finished its last response (idle ones
+        // close at once), or no worker is left to finish the app's requests
+        // (a TERM sent to the whole process group stops them too).
+        while sup.pool.in_flight() > 0 || front.connections() > 0 {
+            if sup.pool.in_flight() > 0 && sup.config.has_app() && sup.workers.is_empty() {
+                tracing::warn!("{} requests still in flight, and no worker left to finish them", sup.pool.in_flight());
+                break;
+            }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!("{} requests still in flight after --graceful-timeout", sup.pool.in_flight());
+                tracing::warn!(
+                    "{} requests and {} connections still in flight after --graceful-timeout",
+                    sup.pool.in_flight(),
+                    front.connections()
+                );
                 grace = Duration::ZERO;
                 break;
             }
