@@ -18,8 +18,8 @@ mod file;
 mod routes;
 mod statics;
 
-use statics::StaticArgs;
 pub use routes::{Balance, RouteSpec, Server, ServerAddr, Target, UpstreamEntry, UpstreamSpec};
+use statics::StaticArgs;
 pub use statics::{parse_static, StaticMount, StaticOptions};
 
 /// Where to listen.

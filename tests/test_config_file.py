@@ -4,10 +4,9 @@ overrides the file; --check-config and --print-config; running without an app.""
 
 import textwrap
 from pathlib import Path
-import tomllib
 
 import pytest
-
+import tomllib
 from conftest import APPS, run_tandem
 
 
@@ -60,17 +59,29 @@ def test_a_valid_file_checks_out(tmp_path):
 @pytest.mark.parametrize(
     "text, line, words",
     [
-        ("workers = 2\nworkres = 4\n", 2, ["key 'workres'", "no such setting", "did you mean 'workers'"]),
-        ("# comment\n\nworkers = \"many\"\n", 3, ["key 'workers'", "invalid value 'many'"]),
-        ("timeout = 30\nworkers = 0\napp = \"wsgi_app:app\"\n", 2, ["key 'workers'", "at least 1"]),
-        ("bind = [\"nope\"]\n", 1, ["key 'bind'", "nope"]),
+        (
+            "workers = 2\nworkres = 4\n",
+            2,
+            ["key 'workres'", "no such setting", "did you mean 'workers'"],
+        ),
+        ('# comment\n\nworkers = "many"\n', 3, ["key 'workers'", "invalid value 'many'"]),
+        ('timeout = 30\nworkers = 0\napp = "wsgi_app:app"\n', 2, ["key 'workers'", "at least 1"]),
+        ('bind = ["nope"]\n', 1, ["key 'bind'", "nope"]),
         ("check-config = true\n", 1, ["key 'check-config'", "not a setting"]),
-        ("workers = 2\n[[route]]\nprefix = \"/\"\nproxy = \"apps\"\n", 2, ["prefix '/'", "[upstream.apps]"]),
-        ("[[route]]\nprefix = \"/\"\nstatic = \"/no/such/dir/\"\n", 1, ["no such directory"]),
-        ("[[route]]\nprefix = \"/\"\nap = \"x:y\"\n", 3, ["unknown field `ap`"]),
-        ("[[route]]\nprefix = \"/\"\napp = \"a\"\nstatic = \"/tmp\"\n", 1, ["exactly one of"]),
-        ("[upstream.a]\nservers = [\"nohost\"]\n", 1, ["[upstream.a]", "server 'nohost'"]),
-        ("[upstream.a]\nservers = [\"127.0.0.1:1\"]\nbalance = \"random\"\n", 3, ["unknown variant `random`"]),
+        (
+            'workers = 2\n[[route]]\nprefix = "/"\nproxy = "apps"\n',
+            2,
+            ["prefix '/'", "[upstream.apps]"],
+        ),
+        ('[[route]]\nprefix = "/"\nstatic = "/no/such/dir/"\n', 1, ["no such directory"]),
+        ('[[route]]\nprefix = "/"\nap = "x:y"\n', 3, ["unknown field `ap`"]),
+        ('[[route]]\nprefix = "/"\napp = "a"\nstatic = "/tmp"\n', 1, ["exactly one of"]),
+        ('[upstream.a]\nservers = ["nohost"]\n', 1, ["[upstream.a]", "server 'nohost'"]),
+        (
+            '[upstream.a]\nservers = ["127.0.0.1:1"]\nbalance = "random"\n',
+            3,
+            ["unknown variant `random`"],
+        ),
         ("workers = [\n", 1, [""]),
     ],
 )
@@ -133,7 +144,11 @@ def test_print_config_round_trips(tmp_path):
     )
     c = printed(path)
     assert c["workers"] == 2 and c["timeout"] == 30 and c["keepalive-timeout"] == 75
-    assert c["route"][0] == {"prefix": "/files/", "static": str((tmp_path / "files").resolve()), "internal": True}
+    assert c["route"][0] == {
+        "prefix": "/files/",
+        "static": str((tmp_path / "files").resolve()),
+        "internal": True,
+    }
     assert c["route"][1] == {"prefix": "/", "app": "wsgi_app:app"}
     assert c["upstream"]["spare"]["health-check"] == "/health"
     assert c["upstream"]["spare"]["balance"] == "least-outstanding"
@@ -145,7 +160,10 @@ def test_print_config_round_trips(tmp_path):
 
 def test_every_flag_is_a_key(tmp_path):
     # No per-flag code: any long flag from --help works as a key.
-    path = write(tmp_path, 'app = "wsgi_app:app"\nlimit-request-line = 1000\nforwarded-allow-ips = "10.0.0.0/8"\n')
+    path = write(
+        tmp_path,
+        'app = "wsgi_app:app"\nlimit-request-line = 1000\nforwarded-allow-ips = "10.0.0.0/8"\n',
+    )
     c = printed(path)
     assert c["limit-request-line"] == 1000 and c["forwarded-allow-ips"] == "10.0.0.0/8"
 

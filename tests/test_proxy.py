@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, RawConn, Tandem, clean_env, free_port, wait_until
 
 
@@ -66,11 +65,23 @@ def nodes_of(t, count, path="/who"):
 
 def test_balancing_spreads_load_and_headers_pass(tandem_factory, tmp_path, two_nodes):
     a, b = two_nodes
-    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([addr(a), addr(b)], balance="round-robin"))
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL + upstream_table([addr(a), addr(b)], balance="round-robin"),
+    )
     seen = nodes_of(t, 20)
     assert seen.count("a") == 10 and seen.count("b") == 10, seen
-    r = t.request("GET", "/who?x=1", headers={"Host": "shop.example", "Connection": "keep-alive, X-Private",
-                                              "X-Private": "1", "X-Forwarded-For": "6.6.6.6"})
+    r = t.request(
+        "GET",
+        "/who?x=1",
+        headers={
+            "Host": "shop.example",
+            "Connection": "keep-alive, X-Private",
+            "X-Private": "1",
+            "X-Forwarded-For": "6.6.6.6",
+        },
+    )
     seen = r.json()
     assert seen["query"] == "x=1"
     h = seen["headers"]
@@ -85,20 +96,29 @@ def test_balancing_spreads_load_and_headers_pass(tandem_factory, tmp_path, two_n
 
 def test_untrusted_clients_cannot_extend_the_chain(tandem_factory, tmp_path, two_nodes):
     a, _ = two_nodes
-    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([addr(a)]), "--forwarded-allow-ips", "")
-    h = t.get("/who", headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}).json()["headers"]
+    t = front(
+        tandem_factory, tmp_path, PROXY_ALL + upstream_table([addr(a)]), "--forwarded-allow-ips", ""
+    )
+    h = t.get("/who", headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}).json()[
+        "headers"
+    ]
     assert h["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
     assert h["HTTP_X_FORWARDED_PROTO"] == "http"
 
 
 def test_weights_and_least_outstanding(tandem_factory, tmp_path, two_nodes):
     a, b = two_nodes
-    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([addr(a), f"{addr(b)} weight=3"],
-                                                                    balance="round-robin"))
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL + upstream_table([addr(a), f"{addr(b)} weight=3"], balance="round-robin"),
+    )
     seen = nodes_of(t, 40)
     assert seen.count("b") == 30, seen
     # Least-outstanding: while a is busy with a slow request, b gets the rest.
-    t2 = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([addr(a), addr(b)]), name="lo.toml")
+    t2 = front(
+        tandem_factory, tmp_path, PROXY_ALL + upstream_table([addr(a), addr(b)]), name="lo.toml"
+    )
     slow = threading.Thread(target=lambda: t2.get("/sleep?s=1.5"))
     slow.start()
     time.sleep(0.3)
@@ -117,7 +137,8 @@ def test_bodies_both_ways_and_spilled_uploads(tandem_factory, tmp_path, two_node
     assert seen["content_length"] == str(len(data))
     # Chunked from the client: the upstream gets a Content-Length.
     with t.raw() as c:
-        c.send(b"POST /who HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        c.send(b"POST /who HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        c.send(b"5\r\nhello\r\n0\r\n\r\n")
         r = c.read_response()
     assert r.status == 200 and r.json()["content_length"] == "5"
     r = t.request("HEAD", "/who")
@@ -138,7 +159,11 @@ def test_streaming_responses_arrive_in_parts(tandem_factory, tmp_path, two_nodes
 def test_refused_and_dead_servers_fail_over(tandem_factory, tmp_path, two_nodes):
     a, b = two_nodes
     dead = f"127.0.0.1:{free_port()}"
-    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([dead, addr(a)], max_fails=2, fail_timeout=30))
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL + upstream_table([dead, addr(a)], max_fails=2, fail_timeout=30),
+    )
     # Every request succeeds; the refused server is ejected after 2 failures.
     assert nodes_of(t, 10) == ["a"] * 10
     t.wait_for_log(rf"server {dead}: out of service for 30s after 2 failures")
@@ -150,8 +175,14 @@ def test_killed_node_loses_no_idempotent_request_and_rejoins(tandem_factory, tmp
     port_a = free_port()
     a = node(tandem_factory, "a", port_a)
     b = node(tandem_factory, "b")
-    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table(
-        [addr(a), addr(b)], health_check="/health", health_interval=0.5, fail_timeout=1))
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL
+        + upstream_table(
+            [addr(a), addr(b)], health_check="/health", health_interval=0.5, fail_timeout=1
+        ),
+    )
     statuses, stop = [], threading.Event()
 
     def load():
@@ -169,11 +200,11 @@ def test_killed_node_loses_no_idempotent_request_and_rejoins(tandem_factory, tmp
     for th in threads:
         th.join()
     assert len(statuses) > 50 and set(statuses) == {200}, (len(statuses), set(statuses))
-    t.wait_for_log(r"server 127\.0\.0\.1:%d: (health check failed|out of service)" % port_a)
+    t.wait_for_log(rf"server 127\.0\.0\.1:{port_a}: (health check failed|out of service)")
     assert set(nodes_of(t, 6)) == {"b"}
     # Restarted on the same port, it passes the health check and gets requests again.
     node(tandem_factory, "a", port_a)
-    t.wait_for_log(r"server 127\.0\.0\.1:%d: .*back in service" % port_a, timeout=10)
+    t.wait_for_log(rf"server 127\.0\.0\.1:{port_a}: .*back in service", timeout=10)
     wait_until(lambda: "a" in nodes_of(t, 4), timeout=5, message="node a serving again")
 
 
@@ -184,7 +215,9 @@ def test_slow_upstream_is_a_504(tandem_factory, tmp_path, two_nodes):
     r = t.get("/sleep?s=2")
     assert r.status == 504
     assert time.monotonic() - start < 1.8
-    t.wait_for_log(rf"GET /sleep: 504, upstream apps server {addr(a)}: no response head within 500ms")
+    t.wait_for_log(
+        rf"GET /sleep: 504, upstream apps server {addr(a)}: no response head within 500ms"
+    )
     # A POST that timed out is not sent again.
     mark = t.mark()
     assert t.post("/sleep?s=2", b"x").status == 504
@@ -196,7 +229,10 @@ def test_static_proxy_and_app_routes_together(tandem_factory, tmp_path, two_node
     a, b = two_nodes
     (tmp_path / "static").mkdir()
     (tmp_path / "static" / "app.css").write_text("body{}")
-    t = front(tandem_factory, tmp_path, f"""
+    t = front(
+        tandem_factory,
+        tmp_path,
+        f"""
         workers = 1
         [[route]]
         prefix = "/static/"
@@ -214,7 +250,8 @@ def test_static_proxy_and_app_routes_together(tandem_factory, tmp_path, two_node
         {upstream_table([addr(a)])}
         [upstream.only-b]
         servers = ["{addr(b)}"]
-        """)
+        """,
+    )
     assert t.get("/static/app.css").body == b"body{}"
     assert t.get("/api/who").json()["node"] == "a"
     assert t.get("/hello").body == b"Hello, world!\n"
@@ -226,14 +263,28 @@ def test_unix_socket_upstream_and_gunicorn(tandem_factory, tmp_path):
     node(tandem_factory, "unix-node", unix=sock)
     port = free_port()
     gunicorn = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "upstream_app:app"],
-        cwd=str(APPS), env=clean_env({"NODE_NAME": "gunicorn"}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "upstream_app:app",
+        ],
+        cwd=str(APPS),
+        env=clean_env({"NODE_NAME": "gunicorn"}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
         wait_until(lambda: can_connect(port), timeout=15, message="gunicorn listening")
-        t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table(
-            [f"unix:{sock}", f"127.0.0.1:{port}"], balance="round-robin"))
+        t = front(
+            tandem_factory,
+            tmp_path,
+            PROXY_ALL
+            + upstream_table([f"unix:{sock}", f"127.0.0.1:{port}"], balance="round-robin"),
+        )
         seen = set(nodes_of(t, 8))
         assert seen == {"unix-node", "gunicorn"}, seen
         data = b"z" * 200_000
@@ -250,7 +301,10 @@ def test_x_accel_redirect_and_x_sendfile(tandem_factory, tmp_path, two_nodes):
     files.mkdir()
     (files / "report.txt").write_bytes(b"secret report\n")
     (files / "data.bin").write_bytes(b"\x00\x01" * 1000)
-    t = front(tandem_factory, tmp_path, f"""
+    t = front(
+        tandem_factory,
+        tmp_path,
+        f"""
         workers = 1
         [[route]]
         prefix = "/protected/"
@@ -263,7 +317,8 @@ def test_x_accel_redirect_and_x_sendfile(tandem_factory, tmp_path, two_nodes):
         prefix = "/"
         app = "upstream_app:app"
         {upstream_table([addr(a)])}
-        """)
+        """,
+    )
     # Clients can't ask for an internal location.
     assert t.get("/protected/report.txt").status == 404
     for prefix in ("/up", ""):  # from an upstream, and from the app
@@ -281,7 +336,11 @@ def test_x_accel_redirect_and_x_sendfile(tandem_factory, tmp_path, two_nodes):
 
 def test_unknown_paths_without_an_app_are_404(tandem_factory, tmp_path, two_nodes):
     a, _ = two_nodes
-    t = front(tandem_factory, tmp_path, '[[route]]\nprefix = "/api/"\nproxy = "apps"\n' + upstream_table([addr(a)]))
+    t = front(
+        tandem_factory,
+        tmp_path,
+        '[[route]]\nprefix = "/api/"\nproxy = "apps"\n' + upstream_table([addr(a)]),
+    )
     assert t.get("/api/who").status == 200
     assert t.get("/elsewhere").status == 404
     assert isinstance(t, Tandem) and t.worker_pids() == set()

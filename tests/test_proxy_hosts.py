@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 from conftest import wait_until
 
 SUBNET = "10.231.7"
@@ -46,8 +45,13 @@ class Host:
             raise
 
     def inside(self, *cmd):
-        return subprocess.run(["ip", "netns", "exec", self.ns, *cmd], capture_output=True, text=True, check=True,
-                              timeout=10)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns, *cmd],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
 
     def set_link(self, up):
         """Takes the host off the network (or back): its side of the pair goes
@@ -64,7 +68,9 @@ def hosts():
     probe = f"tdmprobe{os.getpid() % 100000}"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot create network namespaces here ('ip netns add' said: {r.stderr.strip()})")
+        pytest.skip(
+            f"cannot create network namespaces here ('ip netns add' said: {r.stderr.strip()})"
+        )
     ip("netns", "del", probe, check=False)
     made = []
     # Whatever happens to the pairs, nothing for SUBNET ever leaves this machine.
@@ -74,8 +80,16 @@ def hosts():
             made.append(Host(name, i))
         # The pairs are up: each node answers pings from here.
         for h in made:
-            wait_until(lambda h=h: subprocess.run(["ping", "-c1", "-W1", h.addr], capture_output=True).returncode == 0
-                       if os.path.exists("/usr/bin/ping") else True, timeout=10, message=f"{h.addr} reachable")
+            wait_until(
+                lambda h=h: (
+                    subprocess.run(["ping", "-c1", "-W1", h.addr], capture_output=True).returncode
+                    == 0
+                    if os.path.exists("/usr/bin/ping")
+                    else True
+                ),
+                timeout=10,
+                message=f"{h.addr} reachable",
+            )
         yield made
     finally:
         for h in made:
@@ -84,8 +98,13 @@ def hosts():
 
 
 def start_node(factory, host, name):
-    return factory("upstream_app:app", binds=(f"0.0.0.0:{PORT}",), workers=1, env={"NODE_NAME": name},
-                   prefix=("ip", "netns", "exec", host.ns))
+    return factory(
+        "upstream_app:app",
+        binds=(f"0.0.0.0:{PORT}",),
+        workers=1,
+        env={"NODE_NAME": name},
+        prefix=("ip", "netns", "exec", host.ns),
+    )
 
 
 def start_front(factory, tmp_path, hosts, **options):
@@ -94,8 +113,11 @@ def start_front(factory, tmp_path, hosts, **options):
     (tmp_path / "protected").mkdir(exist_ok=True)
     (tmp_path / "protected" / "file.txt").write_text("protected file")
     servers = ", ".join(f'"{h.addr}:{PORT}"' for h in hosts)
-    extra = "\n".join(f"{k.replace('_', '-')} = {v!r}".replace("'", '"') for k, v in options.items())
-    config = textwrap.dedent(f"""
+    extra = "\n".join(
+        f"{k.replace('_', '-')} = {v!r}".replace("'", '"') for k, v in options.items()
+    )
+    config = (
+        textwrap.dedent(f"""
         [[listen]]
         bind = "127.0.0.1:0"
 
@@ -114,7 +136,10 @@ def start_front(factory, tmp_path, hosts, **options):
 
         [upstream.apps]
         servers = [{servers}]
-        """) + extra + "\n"
+        """)
+        + extra
+        + "\n"
+    )
     path = tmp_path / "front.toml"
     path.write_text(config)
     return factory(None, "--config", str(path), binds=(), workers=None, expect_listeners=1)
@@ -161,14 +186,19 @@ def test_killed_node_loses_nothing_and_rejoins(tandem_factory, tmp_path, hosts):
     a, b = hosts
     node_a = start_node(tandem_factory, a, "a")
     start_node(tandem_factory, b, "b")
-    front = start_front(tandem_factory, tmp_path, hosts, health_check="/health", health_interval=0.5,
-                        fail_timeout=1)
+    front = start_front(
+        tandem_factory, tmp_path, hosts, health_check="/health", health_interval=0.5, fail_timeout=1
+    )
     workers, statuses = bounded_load(front, 3)
     time.sleep(1)
     node_a.stop()
     for w in workers:
         w.join()
-    assert len(statuses) > 50 and set(statuses) == {200}, (len(statuses), set(statuses), front.log[-3000:])
+    assert len(statuses) > 50 and set(statuses) == {200}, (
+        len(statuses),
+        set(statuses),
+        front.log[-3000:],
+    )
     front.wait_for_log(rf"server {a.addr}:{PORT}: (health check failed|out of service)")
     assert set(nodes_of(front, 6)) == {"b"}
     start_node(tandem_factory, a, "a")
@@ -180,8 +210,16 @@ def test_host_off_the_network_times_out_and_fails_over(tandem_factory, tmp_path,
     a, b = hosts
     start_node(tandem_factory, a, "a")
     start_node(tandem_factory, b, "b")
-    front = start_front(tandem_factory, tmp_path, hosts, connect_timeout=0.5, response_timeout=1, max_fails=1,
-                        fail_timeout=30, balance="round-robin")
+    front = start_front(
+        tandem_factory,
+        tmp_path,
+        hosts,
+        connect_timeout=0.5,
+        response_timeout=1,
+        max_fails=1,
+        fail_timeout=30,
+        balance="round-robin",
+    )
     assert set(nodes_of(front, 4)) == {"a", "b"}
     # Its link goes down: connects to it time out, GETs go to b instead.
     a.set_link(False)
@@ -204,4 +242,6 @@ def test_slow_node_is_a_504(tandem_factory, tmp_path, hosts):
     start = time.monotonic()
     assert front.post("/sleep?s=3", b"").status == 504
     assert time.monotonic() - start < 2.5
-    front.wait_for_log(rf"POST /sleep: 504, upstream apps server {a.addr}:{PORT}: no response head within 1s")
+    front.wait_for_log(
+        rf"POST /sleep: 504, upstream apps server {a.addr}:{PORT}: no response head within 1s"
+    )

@@ -87,11 +87,17 @@ pub fn parse(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
     }
     for listen in &tables.listen {
         let line = at(Some(listen.span())).line();
-        file.flags.push(FlagEntry { key: "bind".into(), line, args: vec![format!("--bind={}", listen.get_ref().bind)] });
+        file.flags.push(FlagEntry {
+            key: "bind".into(),
+            line,
+            args: vec![format!("--bind={}", listen.get_ref().bind)],
+        });
     }
     if top.keys().any(|k| k.get_ref() == "bind") && !tables.listen.is_empty() {
         let line = file.flags.iter().find(|f| f.key == "bind").map_or(1, |f| f.line);
-        return Err(ConfigError(format!("{name}:{line}: key 'bind': use either 'bind' or [[listen]] tables, not both")));
+        return Err(ConfigError(format!(
+            "{name}:{line}: key 'bind': use either 'bind' or [[listen]] tables, not both"
+        )));
     }
     for route in tables.route {
         file.routes.push((at(Some(route.span())).line(), route.into_inner()));
@@ -181,7 +187,8 @@ mod tests {
 
     #[test]
     fn keys_become_flags() {
-        let text = "workers = 4\nstatic-compress = true\npreload = false\nbind = [\"a:1\", \"b:2\"]\napp = \"hello:app\"\n";
+        let text =
+            "workers = 4\nstatic-compress = true\npreload = false\nbind = [\"a:1\", \"b:2\"]\napp = \"hello:app\"\n";
         let file = parse("t.toml", text).unwrap();
         let args: Vec<_> = file.flags.iter().flat_map(|f| f.args.clone()).collect();
         assert_eq!(args, ["hello:app", "--bind=a:1", "--bind=b:2", "--static-compress", "--workers=4"]);

@@ -249,7 +249,8 @@ impl RouteEntry {
                 return Err(format!("static prefix '{prefix}' must end with '/'"));
             }
             let root = base.join(dir);
-            let root = std::fs::canonicalize(&root).map_err(|_| format!("static '{}': no such directory", dir.display()))?;
+            let root =
+                std::fs::canonicalize(&root).map_err(|_| format!("static '{}': no such directory", dir.display()))?;
             if !root.is_dir() {
                 return Err(format!("static '{}': not a directory", dir.display()));
             }

@@ -26,13 +26,8 @@ use crate::static_files::Served;
 /// Bytes of a file path that must be escaped to read as a URL path.
 const PATH_ESCAPES: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'#').add(b' ');
 
-const KEPT: [HeaderName; 5] = [
-    header::CONTENT_DISPOSITION,
-    header::CACHE_CONTROL,
-    header::EXPIRES,
-    header::SET_COOKIE,
-    header::CONTENT_LANGUAGE,
-];
+const KEPT: [HeaderName; 5] =
+    [header::CONTENT_DISPOSITION, header::CACHE_CONTROL, header::EXPIRES, header::SET_COOKIE, header::CONTENT_LANGUAGE];
 
 /// Where a response sends the client instead.
 #[derive(Debug, PartialEq, Eq)]

@@ -148,7 +148,8 @@ impl Front {
             RequestBody::Mem(data) => proxy::Payload::Mem(data),
             RequestBody::File { file, len } => proxy::Payload::File(Arc::new(file), len),
         };
-        let has_body = declared_length(&parts.headers).is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        let has_body =
+            declared_length(&parts.headers).is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
         let out = proxy::Outgoing { parts, payload, has_body, client, label };
         let answer = match proxy::forward(&self.upstreams[i], out).await {
             Ok(answer) => answer,
@@ -162,8 +163,7 @@ impl Front {
         if let Some(redirect) = self.router.has_internal().then(|| accel::target(&head.headers)).flatten() {
             return accel::serve(self, redirect, parts, &head.headers, label).await;
         }
-        let streaming =
-            head.headers.get("x-accel-buffering").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
+        let streaming = head.headers.get("x-accel-buffering").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
         head.headers.remove("x-accel-buffering");
         proxy::strip_response_headers(&mut head.headers);
         let body = if parts.method == Method::HEAD || answer.body.is_end_stream() {

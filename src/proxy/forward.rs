@@ -96,7 +96,13 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                 let (head, body) = response.into_parts();
                 let idle = upstream.spec.idle_timeout;
                 let server = upstream.nodes[i].addr.to_string();
-                let body = UpstreamBody { body, idle, pool: Some((Arc::clone(upstream), i, sender)), in_flight: Some(in_flight), at: at(name, &server) };
+                let body = UpstreamBody {
+                    body,
+                    idle,
+                    pool: Some((Arc::clone(upstream), i, sender)),
+                    in_flight: Some(in_flight),
+                    at: at(name, &server),
+                };
                 return Ok(Answer { head, body });
             }
             Err((err, sent)) => {
@@ -150,7 +156,11 @@ async fn try_server(
                 // fresh one to the same server, if nothing was sent or if
                 // sending again is harmless.
                 if was_reused && (!sent || idempotent(&out.parts.method)) {
-                    tracing::debug!("{}: {here}: kept-alive connection failed ({}), reconnecting", out.label, err.error());
+                    tracing::debug!(
+                        "{}: {here}: kept-alive connection failed ({}), reconnecting",
+                        out.label,
+                        err.error()
+                    );
                     continue;
                 }
                 return Err((ProxyError::Send { at: here, source: err.into_error() }, sent));

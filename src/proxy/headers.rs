@@ -18,8 +18,16 @@ pub struct ClientSide<'a> {
     pub scheme: Scheme,
 }
 
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
 
 /// Whether `name` is hop-by-hop in `headers`: always so, or named by its
 /// `Connection` header.
@@ -65,7 +73,8 @@ pub fn request(incoming: &HeaderMap, client: &ClientSide, body_len: Option<u64>,
     if let Ok(value) = HeaderValue::from_str(&proto) {
         out.insert("x-forwarded-proto", value);
     }
-    let host = joined("x-forwarded-host").or_else(|| incoming.get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from));
+    let host = joined("x-forwarded-host")
+        .or_else(|| incoming.get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from));
     if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
         out.insert("x-forwarded-host", value);
     }
@@ -126,7 +135,8 @@ mod tests {
 
     #[test]
     fn trusted_peers_extend_the_chain() {
-        let incoming = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2"), ("x-forwarded-proto", "https")]);
+        let incoming =
+            map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2"), ("x-forwarded-proto", "https")]);
         let client = ClientSide { addr: "127.0.0.1", trusted: true, scheme: Scheme::Http };
         let out = request(&incoming, &client, None, "up:80");
         assert_eq!(out["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
@@ -137,7 +147,8 @@ mod tests {
 
     #[test]
     fn response_hop_by_hop_go() {
-        let mut h = map(&[("connection", "close, x-a"), ("x-a", "1"), ("keep-alive", "5"), ("content-type", "text/plain")]);
+        let mut h =
+            map(&[("connection", "close, x-a"), ("x-a", "1"), ("keep-alive", "5"), ("content-type", "text/plain")]);
         response(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));

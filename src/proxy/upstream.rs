@@ -153,7 +153,11 @@ impl Upstream {
         let node = &self.nodes[i];
         let was = node.down.swap(down, Ordering::Relaxed);
         if down && !was {
-            tracing::warn!("upstream {} server {}: health check failed ({why}), out of service", self.spec.name, node.addr);
+            tracing::warn!(
+                "upstream {} server {}: health check failed ({why}), out of service",
+                self.spec.name,
+                node.addr
+            );
             if let Ok(mut idle) = node.idle.lock() {
                 idle.clear();
             }
