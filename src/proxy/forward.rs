@@ -14,7 +14,6 @@
 //! client are the front's (`front::request_body`, `front::response`).
 
 use std::fs::File;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -234,22 +233,20 @@ impl crate::front::BodySource for UpstreamBody {
         }
     }
 
-    fn next(&mut self) -> impl Future<Output = Piece<ProxyError>> + Send {
-        async move {
-            loop {
-                match tokio::time::timeout(self.idle, self.body.frame()).await {
-                    Err(_) => {
-                        self.in_flight = None;
-                        self.pool = None;
-                        return Piece::Failed(ProxyError::IdleTimeout { at: self.at.clone(), after: self.idle });
-                    }
-                    Ok(None) => return self.finish(),
-                    Ok(Some(Err(err))) => return self.failed(err),
-                    Ok(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if !data.is_empty() => return Piece::Data(data),
-                        _ => continue,
-                    },
+    async fn next(&mut self) -> Piece<ProxyError> {
+        loop {
+            match tokio::time::timeout(self.idle, self.body.frame()).await {
+                Err(_) => {
+                    self.in_flight = None;
+                    self.pool = None;
+                    return Piece::Failed(ProxyError::IdleTimeout { at: self.at.clone(), after: self.idle });
                 }
+                Ok(None) => return self.finish(),
+                Ok(Some(Err(err))) => return self.failed(err),
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => return Piece::Data(data),
+                    _ => continue,
+                },
             }
         }
     }
