@@ -94,13 +94,13 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                 upstream.succeeded(i);
                 let (head, body) = response.into_parts();
                 let idle = upstream.spec.idle_timeout;
-                let server = upstream.nodes[i].addr.to_string();
                 let body = UpstreamBody {
                     body,
                     idle,
-                    pool: Some((Arc::clone(upstream), i, sender)),
+                    upstream: Arc::clone(upstream),
+                    node: i,
+                    sender: Some(sender),
                     in_flight: Some(in_flight),
-                    at: at(name, &server),
                 };
                 return Ok(Answer { head, body });
             }
@@ -121,10 +121,6 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
     Err(last.unwrap_or_else(|| ProxyError::NoServer { upstream: name.clone() }))
 }
 
-fn at(upstream: &str, server: &str) -> String {
-    format!("upstream {upstream} server {server}")
-}
-
 /// One try on server `i`: an idle connection (and a fresh one if that turns
 /// out closed before the request went out), the request, the response head.
 /// On failure, also says whether the request may have reached the server.
@@ -135,7 +131,7 @@ async fn try_server(
 ) -> Result<(http::Response<Incoming>, Sender), (ProxyError, bool)> {
     let spec = &upstream.spec;
     let addr = &upstream.nodes[i].addr;
-    let here = at(&spec.name, &addr.to_string());
+    let here = &upstream.nodes[i].label;
     let mut reused = upstream.idle_connection(i);
     loop {
         let was_reused = reused.is_some();
@@ -145,9 +141,9 @@ async fn try_server(
                 .await
                 .map_err(|source| (ProxyError::Connect { at: here.clone(), source }, false))?,
         };
-        let request = build(out, &addr.to_string());
+        let request = build(out, &upstream.nodes[i].host);
         match tokio::time::timeout(spec.response_timeout, sender.try_send_request(request)).await {
-            Err(_) => return Err((ProxyError::HeadTimeout { at: here, after: spec.response_timeout }, true)),
+            Err(_) => return Err((ProxyError::HeadTimeout { at: here.clone(), after: spec.response_timeout }, true)),
             Ok(Ok(response)) => return Ok((response, sender)),
             Ok(Err(err)) => {
                 let sent = err.message().is_none();
@@ -162,7 +158,7 @@ async fn try_server(
                     );
                     continue;
                 }
-                return Err((ProxyError::Send { at: here, source: err.into_error() }, sent));
+                return Err((ProxyError::Send { at: here.clone(), source: err.into_error() }, sent));
             }
         }
     }
@@ -189,24 +185,30 @@ fn build(out: &Outgoing<'_>, server: &str) -> Request<ResponseBody> {
 pub struct UpstreamBody {
     body: Incoming,
     idle: Duration,
-    pool: Option<(Arc<Upstream>, usize, Sender)>,
+    upstream: Arc<Upstream>,
+    node: usize,
+    /// The connection, until the body has been read (then back to the pool).
+    sender: Option<Sender>,
     in_flight: Option<InFlight>,
-    at: String,
 }
 
 impl UpstreamBody {
+    fn at(&self) -> String {
+        self.upstream.nodes[self.node].label.clone()
+    }
+
     fn finish(&mut self) -> Piece<ProxyError> {
         self.in_flight = None;
-        if let Some((upstream, i, sender)) = self.pool.take() {
-            upstream.release(i, sender);
+        if let Some(sender) = self.sender.take() {
+            self.upstream.release(self.node, sender);
         }
         Piece::End
     }
 
     fn failed(&mut self, source: hyper::Error) -> Piece<ProxyError> {
         self.in_flight = None;
-        self.pool = None;
-        Piece::Failed(ProxyError::Body { at: self.at.clone(), source })
+        self.sender = None;
+        Piece::Failed(ProxyError::Body { at: self.at(), source })
     }
 
     /// Whether the body is already known to be empty (HEAD, 204, 304 ...).
@@ -238,8 +240,8 @@ impl crate::front::BodySource for UpstreamBody {
             match tokio::time::timeout(self.idle, self.body.frame()).await {
                 Err(_) => {
                     self.in_flight = None;
-                    self.pool = None;
-                    return Piece::Failed(ProxyError::IdleTimeout { at: self.at.clone(), after: self.idle });
+                    self.sender = None;
+                    return Piece::Failed(ProxyError::IdleTimeout { at: self.at(), after: self.idle });
                 }
                 Ok(None) => return self.finish(),
                 Ok(Some(Err(err))) => return self.failed(err),

@@ -18,6 +18,10 @@ use crate::config::{Balance, ServerAddr, UpstreamSpec};
 /// One server of a pool, and what the front knows of it.
 pub struct Node {
     pub addr: ServerAddr,
+    /// `upstream NAME server ADDR`, for messages.
+    pub label: String,
+    /// The address as a `Host` header, for requests that came without one.
+    pub host: String,
     pub weight: u32,
     /// Requests sent to it and not yet answered in full.
     outstanding: AtomicUsize,
@@ -57,6 +61,8 @@ impl Upstream {
             .servers
             .iter()
             .map(|s| Node {
+                label: format!("upstream {} server {}", spec.name, s.addr),
+                host: s.addr.to_string(),
                 addr: s.addr.clone(),
                 weight: s.weight,
                 outstanding: AtomicUsize::new(0),
@@ -74,30 +80,31 @@ impl Upstream {
     /// rather than failing at once (nginx does the same).
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
-        let open: Vec<usize> = (0..self.nodes.len()).filter(|i| !tried.contains(i)).collect();
-        let healthy: Vec<usize> = open.iter().copied().filter(|&i| self.nodes[i].in_service(now)).collect();
-        let candidates = if healthy.is_empty() { open } else { healthy };
-        if candidates.is_empty() {
+        let open = |i: &usize| !tried.contains(i);
+        let any_healthy = (0..self.nodes.len()).filter(open).any(|i| self.nodes[i].in_service(now));
+        let candidate = |i: &usize| open(i) && (!any_healthy || self.nodes[*i].in_service(now));
+        let count = (0..self.nodes.len()).filter(candidate).count();
+        if count == 0 {
             return None;
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let n = self.nodes.len();
         match self.spec.balance {
             Balance::RoundRobin => {
-                let total: usize = candidates.iter().map(|&i| self.nodes[i].weight as usize).sum();
+                let total: usize = (0..n).filter(candidate).map(|i| self.nodes[i].weight as usize).sum();
                 let mut at = turn % total.max(1);
-                for &i in &candidates {
+                for i in (0..n).filter(candidate) {
                     let w = self.nodes[i].weight as usize;
                     if at < w {
                         return Some(i);
                     }
                     at -= w;
                 }
-                candidates.last().copied()
+                (0..n).filter(candidate).last()
             }
             Balance::LeastOutstanding => {
                 // Fewest in flight per unit of weight; ties go round in turn.
-                let n = candidates.len();
-                (0..n).map(|k| candidates[(turn + k) % n]).min_by(|&a, &b| {
+                (0..n).map(|k| (turn + k) % n).filter(candidate).min_by(|&a, &b| {
                     let (na, nb) = (&self.nodes[a], &self.nodes[b]);
                     let load_a = (na.outstanding.load(Ordering::Relaxed) as u64 + 1) * u64::from(nb.weight);
                     let load_b = (nb.outstanding.load(Ordering::Relaxed) as u64 + 1) * u64::from(na.weight);
