@@ -372,7 +372,7 @@ impl Cli {
             None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
         };
         let (routes, upstreams, route_app) = match file {
-            Some(file) => tables(file)?,
+            Some(file) => routes::from_file(file)?,
             None => (Vec::new(), Vec::new(), None),
         };
         let app = match self.app.or(route_app) {
@@ -496,38 +496,6 @@ impl Config {
         });
         self.statics.iter().cloned().chain(routes).collect()
     }
-}
-
-/// The file's routes and upstream pools, checked, and the app its routes
-/// name. Relative static directories are taken from the file's directory.
-type Tables = (Vec<RouteSpec>, Vec<UpstreamSpec>, Option<String>);
-
-fn tables(file: &file::FileConfig) -> Result<Tables, ConfigError> {
-    let at = |line: usize, what: &str, why: String| ConfigError(format!("{}:{line}: {what}: {why}", file.name));
-    let mut upstreams = Vec::new();
-    for (line, name, entry) in &file.upstreams {
-        upstreams.push(entry.resolve(name).map_err(|why| at(*line, &format!("[upstream.{name}]"), why))?);
-    }
-    let base = std::path::Path::new(&file.name).parent().map(PathBuf::from).unwrap_or_default();
-    let base = std::fs::canonicalize(if base.as_os_str().is_empty() { ".".into() } else { base })
-        .map_err(|e| ConfigError(format!("{}: {e}", file.name)))?;
-    let mut routes = Vec::new();
-    let mut app: Option<String> = None;
-    for (line, entry) in &file.routes {
-        let what = format!("[[route]] prefix '{}'", entry.prefix);
-        let (route, route_app) = entry.resolve(&base, &upstreams).map_err(|why| at(*line, &what, why))?;
-        if let Some(name) = route_app {
-            match &app {
-                Some(other) if *other != name => {
-                    return Err(at(*line, &what, format!("a second app '{name}' (only one app, '{other}', for now)")))
-                }
-                _ => app = Some(name),
-            }
-        }
-        routes.push(route);
-        routes::check_unique(&routes).map_err(|why| at(*line, &what, why))?;
-    }
-    Ok((routes, upstreams, app))
 }
 
 /// Parses one `--bind` value.

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::StaticMount;
+use super::file::FileConfig;
+use super::{ConfigError, StaticMount};
 
 /// One `[[route]]` table as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -275,6 +276,38 @@ pub fn check_unique(routes: &[RouteSpec]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The file's routes and upstream pools, checked, and the app its routes
+/// name. Relative static directories are taken from the file's directory.
+pub type Tables = (Vec<RouteSpec>, Vec<UpstreamSpec>, Option<String>);
+
+pub fn from_file(file: &FileConfig) -> Result<Tables, ConfigError> {
+    let at = |line: usize, what: &str, why: String| ConfigError(format!("{}:{line}: {what}: {why}", file.name));
+    let mut upstreams = Vec::new();
+    for (line, name, entry) in &file.upstreams {
+        upstreams.push(entry.resolve(name).map_err(|why| at(*line, &format!("[upstream.{name}]"), why))?);
+    }
+    let base = std::path::Path::new(&file.name).parent().map(PathBuf::from).unwrap_or_default();
+    let base = std::fs::canonicalize(if base.as_os_str().is_empty() { ".".into() } else { base })
+        .map_err(|e| ConfigError(format!("{}: {e}", file.name)))?;
+    let mut routes = Vec::new();
+    let mut app: Option<String> = None;
+    for (line, entry) in &file.routes {
+        let what = format!("[[route]] prefix '{}'", entry.prefix);
+        let (route, route_app) = entry.resolve(&base, &upstreams).map_err(|why| at(*line, &what, why))?;
+        if let Some(name) = route_app {
+            match &app {
+                Some(other) if *other != name => {
+                    return Err(at(*line, &what, format!("a second app '{name}' (only one app, '{other}', for now)")))
+                }
+                _ => app = Some(name),
+            }
+        }
+        routes.push(route);
+        check_unique(&routes).map_err(|why| at(*line, &what, why))?;
+    }
+    Ok((routes, upstreams, app))
 }
 
 #[cfg(test)]
