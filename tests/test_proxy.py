@@ -359,3 +359,110 @@ def test_ipv6_upstream(tandem_factory, tmp_path):
     n = tandem_factory("upstream_app:app", binds=("[::1]:0",), workers=1, env={"NODE_NAME": "v6"})
     t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([f"[::1]:{n.port}"]))
     assert nodes_of(t, 2) == ["v6", "v6"]
+
+
+class RawUpstream:
+    """A hand-written HTTP/1.1 server on loopback, for what real servers won't
+    do on demand: hop-by-hop response headers, a stalled body, a reset after
+    reading the request. Counts the requests it reads, by path."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.seen = []
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            f = conn.makefile("rb")
+            line = f.readline()
+            if not line:
+                return
+            path = line.split()[1].decode()
+            length = 0
+            while (header := f.readline()) not in (b"\r\n", b""):
+                if header.lower().startswith(b"content-length:"):
+                    length = int(header.split(b":")[1])
+            f.read(length)
+            self.seen.append(path)
+            if path == "/reset":
+                conn.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                return
+            if path == "/stall":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+                time.sleep(3)
+                return
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
+                b"Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\r\nok"
+            )
+
+    def close(self):
+        self.stopped = True
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_upstream():
+    up = RawUpstream()
+    yield up
+    up.close()
+
+
+def test_response_hop_by_hop_headers_stay_behind(tandem_factory, tmp_path, raw_upstream):
+    t = front(
+        tandem_factory, tmp_path, PROXY_ALL + upstream_table([f"127.0.0.1:{raw_upstream.port}"])
+    )
+    r = t.get("/hop")
+    assert (r.status, r.body, r.headers["X-Kept"]) == (200, b"ok", "1")
+    for gone in ("X-Hop", "Keep-Alive", "Upgrade"):
+        assert gone not in r.headers, gone
+    # The upstream's Connection: close is about its own connection, not the client's.
+    with t.raw() as c:
+        c.send(b"GET /hop HTTP/1.1\r\nHost: h\r\n\r\nGET /hop HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert [c.read_response().status for _ in range(2)] == [200, 200]
+
+
+def test_reset_upstream_retries_gets_never_posts(tandem_factory, tmp_path, raw_upstream, two_nodes):
+    a, _ = two_nodes
+    servers = [f"127.0.0.1:{raw_upstream.port}", addr(a)]
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL + upstream_table(servers, balance="round-robin", max_fails=100),
+    )
+    for _ in range(4):
+        assert t.get("/reset").status == 200  # reset by the raw server, answered by a
+    resets = raw_upstream.seen.count("/reset")
+    assert resets >= 1, raw_upstream.seen
+    statuses = [t.post("/reset", b"data").status for _ in range(4)]
+    # Each POST that reached the raw server was reset there and got 502: it
+    # was never sent again (to a, which would have answered 200).
+    posted = raw_upstream.seen.count("/reset") - resets
+    assert posted >= 1 and statuses.count(502) == posted, (statuses, raw_upstream.seen)
+    assert statuses.count(200) == 4 - posted
+    t.wait_for_log(rf"POST /reset: 502, upstream apps server 127\.0\.0\.1:{raw_upstream.port}:")
+
+
+def test_stalled_body_is_cut_after_the_idle_timeout(tandem_factory, tmp_path, raw_upstream):
+    up = upstream_table([f"127.0.0.1:{raw_upstream.port}"], idle_timeout=0.5)
+    t = front(tandem_factory, tmp_path, PROXY_ALL + up)
+    with t.raw() as c:
+        c.send(b"GET /stall HTTP/1.1\r\nHost: h\r\n\r\n")
+        status = c.read_head()[1]
+        start = time.monotonic()
+        assert c.f.read() != b"ab" * 5
+        assert time.monotonic() - start < 2.5
+    assert status == 200
+    t.wait_for_log(r"response body silent for 500ms")

@@ -108,7 +108,7 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                 drop(in_flight);
                 upstream.failed(i);
                 let retry = !sent || (retry_after_send && err.before_response());
-                let more = retry && upstream.pick(&tried).is_some();
+                let more = retry && tried.len() < upstream.nodes.len();
                 if more {
                     tracing::warn!("{}: {err}; trying another server", out.label);
                     last = Some(err);
