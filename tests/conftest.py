@@ -222,14 +222,18 @@ class Tandem:
         pass_fds=(),
         wait=True,
         stdout=subprocess.DEVNULL,
+        prefix=(),
     ):
+        # app=None: no APP_MODULE argument (it comes from a --config file, or
+        # tandem runs without an app). prefix: a command to run tandem under,
+        # e.g. ("ip", "netns", "exec", NAME).
         self.app = app
-        cmd = [TANDEM_BIN]
+        cmd = [*prefix, TANDEM_BIN]
         for b in binds:
             cmd += ["-b", b]
         if workers is not None:
             cmd += ["-w", str(workers)]
-        cmd += [*args, app]
+        cmd += [*args, *([app] if app else [])]
         self.cmd = cmd
         self.expect_listeners = len(binds) if expect_listeners is None else expect_listeners
         self.lines = []

@@ -75,13 +75,7 @@ pub fn resolve(trusted: &TrustedProxies, headers: &HeaderMap, peer: Arc<Peer>) -
     if !has_for && !has_proto {
         return peer;
     }
-    // An empty address is a unix-socket peer: a local process, trusted.
-    let peer_trusted = peer.remote_addr.is_empty()
-        || std::str::from_utf8(&peer.remote_addr)
-            .ok()
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .is_some_and(|ip| trusted.contains(ip));
-    if !peer_trusted {
+    if !is_trusted(trusted, &peer) {
         return peer;
     }
     let client = if has_for { forwarded_client(trusted, headers) } else { None };
@@ -98,6 +92,16 @@ pub fn resolve(trusted: &TrustedProxies, headers: &HeaderMap, peer: Arc<Peer>) -
         seen.scheme = scheme;
     }
     Arc::new(seen)
+}
+
+/// Whether the connection's peer may speak for the client. An empty
+/// address is a unix-socket peer: a local process, trusted.
+pub fn is_trusted(trusted: &TrustedProxies, peer: &Peer) -> bool {
+    peer.remote_addr.is_empty()
+        || std::str::from_utf8(&peer.remote_addr)
+            .ok()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .is_some_and(|ip| trusted.contains(ip))
 }
 
 /// The rightmost address in `X-Forwarded-For` that isn't a trusted proxy

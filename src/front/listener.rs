@@ -187,6 +187,7 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
 }
 
 async fn serve_connection(io: Io, peer: Arc<Peer>, front: Arc<Front>, stop: watch::Receiver<bool>) {
+    let _open = front.connection();
     match io {
         Io::Tcp(s) => drive(s, peer, front, stop).await,
         Io::Unix(s) => drive(s, peer, front, stop).await,

@@ -6,9 +6,12 @@
 //! limits); `forwarded` decides what a trusted proxy may say about the
 //! client; `handler` reads one request's whole journey top to bottom;
 //! `request_body` and `response` own the buffering on either side of the
-//! app; `access_log` records each request once its response is sent. What happens inside a worker is `worker`'s business, and how
-//! requests reach workers is `dispatch`'s.
+//! app or upstream; `accel` serves what `X-Accel-Redirect` names;
+//! `access_log` records each request once its response is sent. What
+//! happens inside a worker is `worker`'s business, and how requests reach
+//! workers is `dispatch`'s.
 
+mod accel;
 mod access_log;
 mod forwarded;
 mod framing;
@@ -23,4 +26,4 @@ pub use forwarded::TrustedProxies;
 
 pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};
-pub use response::{segments_body, ResponseBody, Segment};
+pub use response::{segments_body, BodySource, Piece, ResponseBody, Segment};

@@ -1,13 +1,16 @@
-//! Turning a worker's replies into an HTTP response, and the buffering that
-//! frees the worker before a slow client has finished downloading.
+//! Turning a worker's (or an upstream's) reply into an HTTP response, and
+//! the buffering that frees the worker or upstream connection before a slow
+//! client has finished downloading.
 //!
-//! By default the front reads the worker's body as fast as the worker
+//! By default the front reads the body as fast as the worker or upstream
 //! produces it: into memory up to `response_buffer` bytes per response, into
 //! an unlinked temp file beyond that. With `X-Accel-Buffering: no` (as with
 //! nginx) the body streams through instead, and a slow client slows the
-//! worker down.
+//! producer down. Where the pieces come from is a [`BodySource`]: a
+//! dispatch [`Call`] here, an upstream body in `proxy`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -131,35 +134,81 @@ pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
     Ok(AppHead { response, streaming })
 }
 
+/// One piece of a response body, from a worker or an upstream.
+pub enum Piece<E> {
+    Data(Bytes),
+    /// `len` bytes of `file` from `offset` (`wsgi.file_wrapper`).
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
+    End,
+    Failed(E),
+}
+
+/// Where a response body comes from.
+pub trait BodySource: Send + 'static {
+    type Error: std::fmt::Display + Send + 'static;
+    /// The next piece if one has already arrived, without waiting.
+    fn try_next(&mut self) -> Option<Piece<Self::Error>>;
+    /// The next piece, when it arrives.
+    fn next(&mut self) -> impl Future<Output = Piece<Self::Error>> + Send;
+}
+
+impl From<Reply> for Piece<DispatchError> {
+    fn from(reply: Reply) -> Self {
+        match reply {
+            Reply::Body(data) => Piece::Data(data),
+            Reply::File { file, offset, len } => Piece::File { file, offset, len },
+            Reply::End => Piece::End,
+            Reply::Failed(err) => Piece::Failed(err),
+            Reply::Head { .. } => Piece::Failed(DispatchError::Internal("second response head".into())),
+        }
+    }
+}
+
+impl BodySource for Call {
+    type Error = DispatchError;
+
+    fn try_next(&mut self) -> Option<Piece<DispatchError>> {
+        Call::try_next(self).map(Piece::from)
+    }
+
+    fn next(&mut self) -> impl Future<Output = Piece<DispatchError>> + Send {
+        let reply = Call::next(self);
+        async move { Piece::from(reply.await) }
+    }
+}
+
 /// Builds the body that follows the head. If the whole body has already
 /// arrived it is sent in one piece; otherwise a task buffers it (or streams
 /// it, if `streaming`) while the client downloads.
-pub fn body(
-    mut call: Call,
+pub fn body<S: BodySource>(
+    mut source: S,
     streaming: bool,
     memory_limit: usize,
     label: String,
-) -> Result<ResponseBody, DispatchError> {
+) -> Result<ResponseBody, S::Error> {
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut size = 0;
     loop {
-        match call.try_next() {
-            Some(Reply::Body(data)) => {
+        match source.try_next() {
+            Some(Piece::Data(data)) => {
                 size += data.len();
                 pieces.push(data);
                 if size >= JOIN_BELOW {
                     break;
                 }
             }
-            Some(Reply::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
-            Some(Reply::Failed(err)) => return Err(err),
-            Some(Reply::Head { .. }) => return Err(DispatchError::Internal("second response head".into())),
-            Some(Reply::File { file, offset, len }) => {
+            Some(Piece::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
+            Some(Piece::Failed(err)) => return Err(err),
+            Some(Piece::File { file, offset, len }) => {
                 let mut spool = Spool::new(memory_limit);
                 spool.queue.extend(pieces.into_iter().map(Segment::Mem));
                 spool.mem = size;
                 spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
-                return Ok(spawn_pump(call, spool, streaming, label));
+                return Ok(spawn_pump(source, spool, streaming, label));
             }
             None => break,
         }
@@ -167,7 +216,7 @@ pub fn body(
     let mut spool = Spool::new(memory_limit);
     spool.mem = size;
     spool.queue.extend(pieces.into_iter().map(Segment::Mem));
-    Ok(spawn_pump(call, spool, streaming, label))
+    Ok(spawn_pump(source, spool, streaming, label))
 }
 
 fn join(mut pieces: Vec<Bytes>) -> Bytes {
@@ -184,17 +233,17 @@ fn join(mut pieces: Vec<Bytes>) -> Bytes {
     }
 }
 
-fn spawn_pump(call: Call, spool: Spool, streaming: bool, label: String) -> ResponseBody {
+fn spawn_pump<S: BodySource>(source: S, spool: Spool, streaming: bool, label: String) -> ResponseBody {
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-    tokio::spawn(pump(call, spool, tx, streaming, label));
+    tokio::spawn(pump(source, spool, tx, streaming, label));
     ResponseBody::Stream(rx)
 }
 
-/// Moves the app's body to the client. While buffering, replies are taken
-/// from the worker as fast as they come; while streaming, only when the
-/// client has taken what came before.
-async fn pump(
-    mut call: Call,
+/// Moves the body to the client. While buffering, pieces are taken from
+/// the source as fast as they come; while streaming, only when the client
+/// has taken what came before.
+async fn pump<S: BodySource>(
+    mut source: S,
     mut spool: Spool,
     client: mpsc::Sender<io::Result<Bytes>>,
     streaming: bool,
@@ -209,7 +258,7 @@ async fn pump(
         }
         tokio::select! {
             permit = client.reserve(), if can_send => {
-                // A closed client: dropping `call` discards the rest.
+                // A closed client: dropping `source` discards the rest.
                 let Ok(permit) = permit else { return };
                 match spool.next_chunk().await {
                     Ok(chunk) => permit.send(Ok(chunk)),
@@ -220,19 +269,18 @@ async fn pump(
                     }
                 }
             }
-            reply = call.next(), if can_take => {
-                let result = match reply {
-                    Reply::Body(data) => spool.push(data).await,
-                    Reply::File { file, offset, len } => {
+            piece = source.next(), if can_take => {
+                let result = match piece {
+                    Piece::Data(data) => spool.push(data).await,
+                    Piece::File { file, offset, len } => {
                         spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
                         Ok(())
                     }
-                    Reply::End => {
+                    Piece::End => {
                         worker_done = true;
                         Ok(())
                     }
-                    Reply::Head { .. } => Err(io::Error::other("second response head")),
-                    Reply::Failed(err) => Err(io::Error::other(err)),
+                    Piece::Failed(err) => Err(io::Error::other(err.to_string())),
                 };
                 if let Err(e) = result {
                     tracing::error!("{label}: response aborted after it started: {e}");

@@ -38,8 +38,8 @@ use crate::front::{error_response, segments_body, ResponseBody, Segment};
 
 /// The static-file handler shared by every connection.
 pub struct StaticFiles {
-    /// Each route's root, by prefix.
-    roots: HashMap<String, Root>,
+    /// Each route's root, by directory.
+    roots: HashMap<std::path::PathBuf, Root>,
     options: Arc<StaticOptions>,
     gzip_cache: Option<Arc<GzipCache>>,
     file_cache: Option<FileCache>,
@@ -54,7 +54,7 @@ pub enum Served {
 
 impl StaticFiles {
     pub fn new(mounts: &[StaticMount], options: StaticOptions) -> StaticFiles {
-        let roots = mounts.iter().map(|m| (m.prefix.clone(), Root::open(&m.root))).collect();
+        let roots = mounts.iter().map(|m| (m.root.clone(), Root::open(&m.root))).collect();
         let gzip_cache = options.compress.then(|| Arc::new(GzipCache::new(options.compress_cache)));
         let file_cache = (options.cache > 0).then(|| FileCache::new(options.cache, lookup::SMALL_FILE));
         StaticFiles { roots, options: Arc::new(options), gzip_cache, file_cache }
@@ -76,7 +76,7 @@ impl StaticFiles {
             Err(why) => return refuse(label, why),
         };
 
-        let Some(root) = self.roots.get(&mount.prefix) else {
+        let Some(root) = self.roots.get(&mount.root) else {
             tracing::error!("{label}: 500, no root for {}", mount.prefix);
             return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
         };

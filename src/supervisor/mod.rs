@@ -265,9 +265,20 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     if graceful {
         tracing::info!("stopping: finishing in-flight requests (up to {}s)", config.graceful_timeout.as_secs());
         let deadline = tokio::time::Instant::now() + config.graceful_timeout;
-        while sup.pool.in_flight() > 0 {
+        // Until every connection has finished its last response (idle ones
+        // close at once), or no worker is left to finish the app's requests
+        // (a TERM sent to the whole process group stops them too).
+        while sup.pool.in_flight() > 0 || front.connections() > 0 {
+            if sup.pool.in_flight() > 0 && sup.config.has_app() && sup.workers.is_empty() {
+                tracing::warn!("{} requests still in flight, and no worker left to finish them", sup.pool.in_flight());
+                break;
+            }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!("{} requests still in flight after --graceful-timeout", sup.pool.in_flight());
+                tracing::warn!(
+                    "{} requests and {} connections still in flight after --graceful-timeout",
+                    sup.pool.in_flight(),
+                    front.connections()
+                );
                 grace = Duration::ZERO;
                 break;
             }
@@ -325,6 +336,10 @@ impl Supervisor {
     /// Starts the first generation and waits until every worker has loaded
     /// the app. Returns an exit code if they can't.
     async fn boot(&mut self) -> Option<i32> {
+        if !self.config.has_app() {
+            tracing::info!("no app: serving static and proxy routes only, without workers");
+            return None;
+        }
         if self.config.preload {
             if let Some(code) = self.boot_template().await {
                 return Some(code);
@@ -567,6 +582,10 @@ impl Supervisor {
     }
 
     fn add_worker(&mut self, why: &str) {
+        if !self.config.has_app() {
+            tracing::info!("{why}: no app, no workers to add");
+            return;
+        }
         self.target += 1;
         tracing::info!("{why}: going to {} workers", self.target);
         self.fill();

@@ -20,7 +20,7 @@ impl Supervisor {
     /// Boots the next generation. Requests keep going to the current one
     /// until the new one is ready.
     pub(super) fn start_reload(&mut self, why: &str) {
-        if self.stopping {
+        if self.stopping || !self.config.has_app() {
             return;
         }
         if let Some(reload) = &self.reload {
