@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod protocols;
 mod statics;
 
+use protocols::ProtocolArgs;
 use statics::StaticArgs;
+pub use protocols::{Http2Settings, TlsFiles};
 pub use statics::{parse_static, StaticMount, StaticOptions};
 
 /// Where to listen.
@@ -92,6 +95,9 @@ pub struct Config {
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
     pub static_options: StaticOptions,
+    /// `--certfile`/`--keyfile`: every listener speaks TLS.
+    pub tls: Option<TlsFiles>,
+    pub http2: Http2Settings,
 }
 
 /// What the front tolerates from clients: the size of request heads, how
@@ -298,6 +304,8 @@ struct Cli {
     forwarded_allow_ips: String,
     #[command(flatten)]
     statics: StaticArgs,
+    #[command(flatten)]
+    protocols: ProtocolArgs,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -396,6 +404,7 @@ impl Cli {
             None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
         };
         let (statics, static_options) = self.statics.into_config(&base)?;
+        let (tls, http2) = self.protocols.into_config(&base)?;
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         let client = ClientLimits {
@@ -436,6 +445,8 @@ impl Cli {
             forwarded_allow_ips,
             statics,
             static_options,
+            tls,
+            http2,
         };
         config.validate()?;
         Ok(config)

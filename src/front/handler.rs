@@ -30,6 +30,8 @@ pub struct Front {
     pub router: Router,
     pub statics: StaticFiles,
     pub pool: Arc<Pool>,
+    /// `--certfile`: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<super::tls::Tls>>,
 }
 
 /// What the front knows about a connection before any request on it.
@@ -44,8 +46,9 @@ pub struct Peer {
 }
 
 impl Front {
-    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Front {
+    pub fn new(config: Arc<Config>, pool: Arc<Pool>, tls: Option<Arc<super::tls::Tls>>) -> Front {
         Front {
+            tls,
             router: Router::new(&config.statics),
             statics: StaticFiles::new(&config.statics, config.static_options.clone()),
             config,
@@ -76,7 +79,7 @@ impl Front {
             tracing::info!("{label}: 413, declared body larger than {max} bytes");
             return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE));
         }
-        let body = match request_body::read(body, max, self.config.request_spill).await {
+        let body = match request_body::read(body, max, self.config.request_spill, self.config.client.body_timeout).await {
             Ok(body) => body,
             Err(err) => {
                 tracing::info!("{label}: {}, {err}", err.status().as_u16());

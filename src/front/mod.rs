@@ -1,23 +1,28 @@
-//! The front: listeners, HTTP/1.1 connections and the journey of each
-//! request through tandem.
+//! The front: listeners, TLS, HTTP/1.1 and HTTP/2 connections and the
+//! journey of each request through tandem.
 //!
-//! `listener` binds and accepts; `guard` stands between each socket and
-//! hyper (timeouts, and `framing`'s strict reading of request syntax and
-//! limits); `forwarded` decides what a trusted proxy may say about the
+//! `listener` binds and accepts; `conn` takes a client from accept to close
+//! (the `tls` handshake, then HTTP/1.1 or `h2` for HTTP/2); `guard` stands
+//! between each HTTP/1.1 socket and hyper (timeouts, and `framing`'s strict
+//! reading of request syntax and limits); `forwarded` decides what a trusted proxy may say about the
 //! client; `handler` reads one request's whole journey top to bottom;
 //! `request_body` and `response` own the buffering on either side of the
 //! app. What happens inside a worker is `worker`'s business, and how
 //! requests reach workers is `dispatch`'s.
 
+mod conn;
 mod forwarded;
 mod framing;
 mod guard;
+mod h2;
 mod handler;
 mod listener;
 mod request_body;
 mod response;
+mod tls;
 
 pub use forwarded::TrustedProxies;
+pub use tls::{Tls, TlsError};
 
 pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};

@@ -179,6 +179,10 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(front::Tls::load(files, &config.http2)?)),
+        None => None,
+    };
     let listeners = front::bind_all(&config.binds)?;
     let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
@@ -199,9 +203,11 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
 
     let (stop_tx, stop_rx) = watch_channel::channel(false);
     for listener in &listeners {
-        tracing::info!("listening on {}", listener.url());
+        let url = listener.url();
+        let url = if tls.is_some() { url.replacen("http://", "https://", 1) } else { url };
+        tracing::info!("listening on {url}");
     }
-    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), tls.clone()));
     front::serve(listeners, front, stop_rx);
     if config.reload {
         sup.watch_files();
@@ -212,7 +218,12 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         tokio::select! {
             Some(event) = sup.events.recv() => sup.on_event(event),
             _ = tick.tick() => sup.reap_hung(),
-            _ = signals.hup.recv() => sup.start_reload("HUP"),
+            _ = signals.hup.recv() => {
+                if let Some(tls) = &tls {
+                    tls.reload();
+                }
+                sup.start_reload("HUP");
+            }
             _ = signals.ttin.recv() => sup.add_worker(),
             _ = signals.ttou.recv() => sup.remove_worker(),
             _ = signals.term.recv() => break true,
