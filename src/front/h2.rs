@@ -33,6 +33,10 @@ use super::guard::Settings;
 use super::handler::{error_response, Front, Peer};
 use super::response::ResponseBody;
 
+/// How long a closing connection with no request open may wait for the
+/// client to close it (after GOAWAY) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Serves one HTTP/2 connection (its preface not yet read) until it closes.
 pub async fn serve<S>(socket: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>, accepted: Instant)
 where
@@ -64,9 +68,13 @@ where
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let mut closing = false;
+    // Since when the connection has been closing (GOAWAY sent).
+    let mut closing: Option<Instant> = None;
     loop {
-        let idle_deadline = streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout);
+        let deadline = match closing {
+            None => streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout),
+            Some(since) => streams.idle_since().map(|idle| idle.max(since) + CLOSE_GRACE),
+        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -74,20 +82,29 @@ where
                 }
                 return;
             }
-            _ = stopped(&mut stop), if !closing => {
+            _ = stopped(&mut stop), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
             }
-            _ = streams.went_idle.notified(), if !closing => {}
-            _ = sleep_until(idle_deadline), if !closing => {
+            _ = streams.went_idle.notified() => {}
+            _ = sleep_until(deadline) => {
                 // Streams may have opened since the deadline was taken.
-                if streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout)
-                    .is_some_and(|d| d <= Instant::now())
-                {
-                    tracing::debug!("closing idle HTTP/2 connection: keep-alive timeout");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                let now = Instant::now();
+                let passed = match closing {
+                    None => streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout),
+                    Some(since) => streams.idle_since().map(|idle| idle.max(since) + CLOSE_GRACE),
                 }
+                .is_some_and(|d| d <= now);
+                if !passed {
+                    continue;
+                }
+                if closing.is_some() {
+                    tracing::debug!("closing HTTP/2 connection: the client kept it open after GOAWAY");
+                    return;
+                }
+                tracing::debug!("closing idle HTTP/2 connection: keep-alive timeout");
+                conn.as_mut().graceful_shutdown();
+                closing = Some(now);
             }
         }
     }
@@ -165,6 +182,12 @@ impl Streams {
         count.open += 1;
         count.served = true;
         OpenStream(Arc::clone(this))
+    }
+
+    /// Since when no request has been open; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        let count = self.lock();
+        (count.open == 0).then_some(count.idle_since)
     }
 
     /// When the connection will have been idle too long; `None` while a
