@@ -95,6 +95,8 @@ pub struct Config {
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
     pub static_options: StaticOptions,
+    /// Every connection opens with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
     /// `--certfile`/`--keyfile`: every listener speaks TLS.
     pub tls: Option<TlsFiles>,
     pub http2: Http2Settings,
@@ -404,7 +406,7 @@ impl Cli {
             None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
         };
         let (statics, static_options) = self.statics.into_config(&base)?;
-        let (tls, http2) = self.protocols.into_config(&base)?;
+        let protocols = self.protocols.into_config(&base)?;
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         let client = ClientLimits {
@@ -445,8 +447,9 @@ impl Cli {
             forwarded_allow_ips,
             statics,
             static_options,
-            tls,
-            http2,
+            proxy_protocol: protocols.proxy_protocol,
+            tls: protocols.tls,
+            http2: protocols.http2,
         };
         config.validate()?;
         Ok(config)

@@ -4,8 +4,6 @@ certificates for localhost/127.0.0.1 written as PEM files, client contexts."""
 import ssl
 from pathlib import Path
 
-import trustme
-
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 
 

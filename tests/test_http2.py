@@ -54,7 +54,11 @@ def test_h2c_prior_knowledge_and_http11_share_a_plain_listener(tandem_factory):
     with h2c_client() as client:
         r = client.post(f"{t.url}/echo", content=b"payload")
     assert r.http_version == "HTTP/2"
-    assert (r.json()["body"], r.json()["url_scheme"], r.json()["protocol"]) == ("payload", "http", "HTTP/2")
+    assert (r.json()["body"], r.json()["url_scheme"], r.json()["protocol"]) == (
+        "payload",
+        "http",
+        "HTTP/2",
+    )
     with httpx.Client(timeout=15) as client:
         r = client.get(f"{t.url}/echo")
     assert r.http_version == "HTTP/1.1" and r.json()["protocol"] == "HTTP/1.1"
@@ -95,7 +99,12 @@ def test_many_concurrent_streams_on_one_connection(tandem_factory, ca, tmp_path,
 
 def test_request_head_limits_apply(tandem_factory):
     t = tandem_factory(
-        "wsgi_app:app", "--limit-request-line", "200", "--limit-request-field-size", "300", workers=1
+        "wsgi_app:app",
+        "--limit-request-line",
+        "200",
+        "--limit-request-field-size",
+        "300",
+        workers=1,
     )
     with h2c_client() as client:
         assert client.get(f"{t.url}/echo?" + "a" * 300).status_code == 414
@@ -135,7 +144,9 @@ class RawH2:
     def get(self, path):
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(
-            sid, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")], end_stream=True
+            sid,
+            [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")],
+            end_stream=True,
         )
         self.flush()
         status, body = None, b""

@@ -51,7 +51,10 @@ def test_tls_versions_serve_https(tandem_factory, ca, files, version):
     assert t.listeners[0].startswith("https://")
     status, body, negotiated = get(t.address, client_context(ca, version=version))
     assert status == 200
-    assert negotiated == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+    assert (
+        negotiated
+        == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+    )
     seen = json.loads(body)
     assert seen["url_scheme"] == "https"
     # No port in Host: the https default.
@@ -60,7 +63,11 @@ def test_tls_versions_serve_https(tandem_factory, ca, files, version):
 
 def test_alpn_offers_h2_then_http11(tandem_factory, ca, files):
     t = tandem_factory("wsgi_app:app", *files.args, workers=1)
-    for offered, chosen in [(["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"), (["http/1.1"], "http/1.1")]:
+    for offered, chosen in [
+        (["h2", "http/1.1"], "h2"),
+        (["http/1.1", "h2"], "h2"),
+        (["http/1.1"], "http/1.1"),
+    ]:
         with tls_socket(t.address, client_context(ca, alpn=offered)) as s:
             assert s.selected_alpn_protocol() == chosen, offered
 
@@ -137,10 +144,14 @@ def test_ca_certs_require_a_client_certificate(tandem_factory, ca, files, tmp_pa
     client_ca.cert_pem.write_to_path(str(ca_file))
     t = tandem_factory("wsgi_app:app", *files.args, "--ca-certs", str(ca_file), workers=1)
 
-    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+    with pytest.raises(
+        (ssl.SSLError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
+    ):
         get(t.address, client_context(ca))
     stranger = trustme.CA().issue_cert("client@example.com")
-    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+    with pytest.raises(
+        (ssl.SSLError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
+    ):
         get(t.address, client_context(ca, client_cert=stranger))
 
     good = client_ca.issue_cert("client@example.com")

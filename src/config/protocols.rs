@@ -1,7 +1,8 @@
-//! The TLS and HTTP/2 part of the configuration: `--certfile`, `--keyfile`,
-//! `--ca-certs`, `--no-http2` and the `--h2-*` settings, checked for
-//! consistency. Reading the certificate files is `front::tls`'s job (at
-//! start-up and on HUP); speaking HTTP/2 is `front::conn`'s.
+//! The protocol part of the configuration: `--proxy-protocol`, the TLS
+//! files (`--certfile`, `--keyfile`, `--ca-certs`), `--no-http2` and the
+//! `--h2-*` settings, checked for consistency. Reading the certificate
+//! files is `front::tls`'s job (at start-up and on HUP); speaking the
+//! protocols is `front::conn`'s and its neighbours'.
 
 use std::path::{Path, PathBuf};
 
@@ -52,10 +53,23 @@ impl Default for Http2Settings {
     }
 }
 
-/// The TLS and HTTP/2 flags, flattened into tandem's command line.
+/// What the protocol flags ask for.
+pub(super) struct Protocols {
+    pub proxy_protocol: bool,
+    pub tls: Option<TlsFiles>,
+    pub http2: Http2Settings,
+}
+
+/// The protocol flags, flattened into tandem's command line.
 #[derive(Debug, clap::Args)]
-#[command(next_help_heading = "TLS and HTTP/2")]
+#[command(next_help_heading = "Protocols: PROXY, TLS and HTTP/2")]
 pub(super) struct ProtocolArgs {
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as
+    /// HAProxy and cloud TCP load balancers send): its source address
+    /// becomes the client's. A connection without a valid one is closed.
+    #[arg(long)]
+    proxy_protocol: bool,
+
     /// Serve TLS (https) on every listener with this PEM certificate chain
     /// (server certificate first). Needs --keyfile. HUP reads it again.
     #[arg(long, value_name = "FILE", requires = "keyfile")]
@@ -96,7 +110,7 @@ pub(super) struct ProtocolArgs {
 
 impl ProtocolArgs {
     /// Validates the flags; relative paths are taken relative to `base`.
-    pub(super) fn into_config(self, base: &Path) -> Result<(Option<TlsFiles>, Http2Settings), ConfigError> {
+    pub(super) fn into_config(self, base: &Path) -> Result<Protocols, ConfigError> {
         let tls = match (self.certfile, self.keyfile) {
             (Some(certfile), Some(keyfile)) => Some(TlsFiles {
                 certfile: base.join(certfile),
@@ -124,7 +138,7 @@ impl ProtocolArgs {
         range("h2-stream-window", h2.initial_stream_window, 65_535, MAX_WINDOW)?;
         range("h2-connection-window", h2.initial_connection_window, 65_535, MAX_WINDOW)?;
         range("h2-max-frame-size", h2.max_frame_size, 16_384, 16_777_215)?;
-        Ok((tls, h2))
+        Ok(Protocols { proxy_protocol: self.proxy_protocol, tls, http2: h2 })
     }
 }
 
@@ -154,6 +168,8 @@ mod tests {
         let h2 = parse(&["--no-http2", "--h2-max-concurrent-streams", "7", "x"]).unwrap().http2;
         assert!(!h2.enabled);
         assert_eq!(h2.max_concurrent_streams, 7);
+        assert!(!parse(&["x"]).unwrap().proxy_protocol);
+        assert!(parse(&["--proxy-protocol", "x"]).unwrap().proxy_protocol);
         for bad in [
             &["--h2-max-concurrent-streams", "0", "x"][..],
             &["--h2-stream-window", "100", "x"],

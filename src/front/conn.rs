@@ -1,11 +1,11 @@
-//! One client connection from accept to close: the TLS handshake when the
-//! front has TLS, the choice of protocol (ALPN, or on a connection without
+//! One client connection from accept to close: the PROXY protocol header
+//! with `--proxy-protocol`, the TLS handshake when the front has TLS, the choice of protocol (ALPN, or on a connection without
 //! it the HTTP/2 connection preface `PRI * HTTP/2.0` that a client with
 //! prior knowledge opens with), then hyper's HTTP/1.1 connection read
 //! through `guard` or `h2`'s HTTP/2 connection.
 //!
-//! The TLS handshake and the first bytes share one deadline, the header
-//! timeout counted from accept. What the handshake involves is `tls`'s
+//! The PROXY header, the TLS handshake and the first bytes share one
+//! deadline, the header timeout counted from accept. What the handshake involves is `tls`'s
 //! business, what a request gets is `handler`'s, and accepting is
 //! `listener`'s.
 
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::guard::{GuardedIo, Settings};
 use super::handler::{Front, Peer};
+use super::proxy_protocol;
 use crate::wire::Scheme;
 
 /// What a client with HTTP/2 prior knowledge sends first (RFC 9113, 3.4).
@@ -35,6 +36,25 @@ where
     let accepted = Instant::now();
     let settings = Settings::new(&front.config);
     let deadline = accepted + settings.header_timeout;
+    let mut socket = socket;
+    let socket = if front.config.proxy_protocol {
+        match tokio::time::timeout_at(deadline, proxy_protocol::read(&mut socket)).await {
+            Ok(Ok((header, rest))) => {
+                apply_proxy_header(&mut peer, &header);
+                Prefixed::new(socket, rest)
+            }
+            Ok(Err(e)) => {
+                tracing::info!("closing connection from {}: {e}", describe(&peer));
+                return;
+            }
+            Err(_) => {
+                tracing::info!("closing connection: PROXY protocol header incomplete after the header timeout");
+                return;
+            }
+        }
+    } else {
+        Prefixed::new(socket, Bytes::new())
+    };
     let Some(tls) = front.tls.clone() else {
         return choose_protocol(socket, false, peer, front, stop, accepted).await;
     };
@@ -141,6 +161,18 @@ where
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The client a load balancer's PROXY header names becomes the peer.
+fn apply_proxy_header(peer: &mut Peer, header: &proxy_protocol::Header) {
+    if let Some(source) = header.source {
+        peer.remote_addr = Bytes::from(source.ip().to_canonical().to_string());
+        peer.remote_port = source.port();
+    }
+    if let Some(destination) = header.destination {
+        peer.local_name = Bytes::from(destination.ip().to_canonical().to_string());
+        peer.local_port = destination.port();
+    }
 }
 
 fn describe(peer: &Peer) -> String {

@@ -15,6 +15,7 @@ mod forwarded;
 mod framing;
 mod guard;
 mod h2;
+mod proxy_protocol;
 mod handler;
 mod listener;
 mod request_body;
