@@ -62,8 +62,8 @@ impl Front {
         req: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let (parts, body) = req.into_parts();
-        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
+        let (mut parts, body) = req.into_parts();
+        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, peer);
         let label = format!("{} {}", parts.method, parts.uri.path());
 
         match self.router.route(parts.uri.path()) {

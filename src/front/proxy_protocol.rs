@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn v1_tcp4_tcp6_and_unknown() {
         let (h, len) = done(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\nGET /");
-        assert_eq!(len, 42);
+        assert_eq!(len, 43);
         assert_eq!(h.source, Some("203.0.113.7:51234".parse().unwrap()));
         assert_eq!(h.destination, Some("10.0.0.1:443".parse().unwrap()));
         let (h, _) = done(b"PROXY TCP6 2001:db8::1 ::1 8080 80\r\n");
