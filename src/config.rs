@@ -90,7 +90,8 @@ pub struct Config {
     pub preload: bool,
     /// Limits and timeouts the front applies to clients.
     pub client: ClientLimits,
-    /// Peers whose X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme.
+    /// Peers whose X-Forwarded-For/-Proto/-Host (or Forwarded) set
+    /// REMOTE_ADDR, wsgi.url_scheme and the Host the app sees.
     pub forwarded_allow_ips: crate::front::TrustedProxies,
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
@@ -168,7 +169,7 @@ and a supervised pool of Python worker processes, in one command.";
     after_help = "APP_MODULE is 'module:callable' or 'module' (then 'module:application'), \
 e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: HUP reloads (new workers import the code \
 again and take over once all are ready; if the new code fails to import, the old workers keep \
-serving); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
+serving; with --certfile, the certificate and key are read again for new connections); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
 --graceful-timeout); INT and QUIT stop at once.\n\nExit codes: 2 bad command line, 4 the app \
 failed to import, 3 workers failed to boot, 1 other start-up errors."
 )]
@@ -299,9 +300,10 @@ struct Cli {
     #[arg(long, value_name = "INT", default_value_t = 10_000)]
     max_connections: usize,
 
-    /// Proxies trusted to set the client address and scheme (X-Forwarded-For,
-    /// X-Forwarded-Proto): comma-separated addresses or CIDR blocks, or '*'.
-    /// Clients on a unix socket are always trusted.
+    /// Proxies trusted to set the client address, scheme and host
+    /// (X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, or Forwarded):
+    /// comma-separated addresses or CIDR blocks, or '*'. Clients on a unix
+    /// socket are always trusted.
     #[arg(long, value_name = "ADDRS", env = "FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1")]
     forwarded_allow_ips: String,
     #[command(flatten)]

@@ -2,11 +2,18 @@
 //! of Python worker processes, in one process tree.
 //!
 //! ```text
-//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler ── router ──┐
-//!                 (max-connections)   reads through       │                           │ Route::Static
-//!                                     front::guard:       │ Route::App                ▼
-//!                                     framing, limits,    │          static_files::serve (files under
-//!                                     timeouts            │          the root; 404, or falls through)
+//! client ──TCP──▶ front::listener ─▶ front::conn: PROXY header (proxy_protocol), TLS (tls),
+//!                 (max-connections)   then HTTP/1.1 or HTTP/2 by ALPN or the h2c preface
+//!                                           │                              │
+//!                      hyper HTTP/1.1 read through front::guard   hyper HTTP/2 (front::h2:
+//!                      (framing, limits, timeouts)                 limits, timeouts)
+//!                                           └──────────┬───────────────────┘
+//!                                                      ▼
+//!                                               front::handler ── router ──┐
+//!                                                         │                 │ Route::Static
+//!                                                         │ Route::App      ▼
+//!                                                         │          static_files::serve (files under
+//!                                                         │          the root; 404, or falls through)
 //!                                                         │ reads the whole body (request_body)
 //!                                                         ▼
 //!                          dispatch::Pool ── one SOCK_SEQPACKET queue ──▶ worker (Python) × N
@@ -15,7 +22,8 @@
 //!                                                         │
 //!                          front::response (buffer / spill / stream) ──▶ client
 //!
-//! supervisor: binds, boots workers, respawns, kills hung ones, stops on TERM/INT/QUIT
+//! supervisor: binds, boots workers, respawns, kills hung ones, reloads on HUP (workers
+//! and the TLS certificate), stops on TERM/INT/QUIT
 //! wire: the frames on both sockets; sys: the few raw system calls
 //! ```
 //!

@@ -10,7 +10,8 @@
 //! - HUP (or a changed file with `--reload`) boots a new generation of
 //!   workers on a new queue and switches to it only once every new worker
 //!   has loaded the app; if the new code fails to import, the old
-//!   generation keeps serving;
+//!   generation keeps serving; HUP also has `front::Tls` read the
+//!   certificate again;
 //! - TTIN / TTOU add or remove a worker; TERM stops gracefully, INT and
 //!   QUIT at once.
 //!
