@@ -14,8 +14,8 @@ mod protocols;
 mod statics;
 
 use protocols::ProtocolArgs;
-use statics::StaticArgs;
 pub use protocols::{Http2Settings, TlsFiles};
+use statics::StaticArgs;
 pub use statics::{parse_static, StaticMount, StaticOptions};
 
 /// Where to listen.

@@ -327,8 +327,14 @@ mod tests {
     #[test]
     fn rfc7239_forwarded() {
         let one = [("forwarded", "for=203.0.113.7;proto=https;host=example.com")];
-        assert_eq!(seen_host("127.0.0.1", "127.0.0.1", &one), ("203.0.113.7".into(), Scheme::Https, "example.com".into()));
-        assert_eq!(seen_host("127.0.0.1", "192.0.2.9", &one), ("192.0.2.9".into(), Scheme::Http, "internal:8000".into()));
+        assert_eq!(
+            seen_host("127.0.0.1", "127.0.0.1", &one),
+            ("203.0.113.7".into(), Scheme::Https, "example.com".into())
+        );
+        assert_eq!(
+            seen_host("127.0.0.1", "192.0.2.9", &one),
+            ("192.0.2.9".into(), Scheme::Http, "internal:8000".into())
+        );
         // The client's element is the first untrusted hop from the right;
         // quoted IPv6 with a port; case-insensitive keys; several headers.
         let chain = [
@@ -343,7 +349,8 @@ mod tests {
         let hidden = [("forwarded", "for=_hidden;proto=https;host=example.com")];
         assert_eq!(seen_host("*", "127.0.0.1", &hidden), ("127.0.0.1".into(), Scheme::Https, "example.com".into()));
         // Forwarded wins over X-Forwarded-*.
-        let both = [("forwarded", "for=203.0.113.7"), ("x-forwarded-for", "192.0.2.200"), ("x-forwarded-host", "x.example")];
+        let both =
+            [("forwarded", "for=203.0.113.7"), ("x-forwarded-for", "192.0.2.200"), ("x-forwarded-host", "x.example")];
         assert_eq!(seen_host("*", "127.0.0.1", &both), ("203.0.113.7".into(), Scheme::Http, "internal:8000".into()));
         assert_eq!(split_outside_quotes("a=\"x,y\",b", ','), vec!["a=\"x,y\"", "b"]);
     }

@@ -79,7 +79,8 @@ impl Front {
             tracing::info!("{label}: 413, declared body larger than {max} bytes");
             return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE));
         }
-        let body = match request_body::read(body, max, self.config.request_spill, self.config.client.body_timeout).await {
+        let body = match request_body::read(body, max, self.config.request_spill, self.config.client.body_timeout).await
+        {
             Ok(body) => body,
             Err(err) => {
                 tracing::info!("{label}: {}, {err}", err.status().as_u16());

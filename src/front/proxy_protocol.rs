@@ -74,7 +74,11 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyError> {
 
 fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-        return if buf.len() >= V1_MAX { Err(ProxyError::V1("no CRLF within 107 bytes")) } else { Ok(Parsed::Incomplete) };
+        return if buf.len() >= V1_MAX {
+            Err(ProxyError::V1("no CRLF within 107 bytes"))
+        } else {
+            Ok(Parsed::Incomplete)
+        };
     };
     let len = end + 2;
     if len > V1_MAX {
