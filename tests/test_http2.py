@@ -143,12 +143,16 @@ class RawH2:
 
     def get(self, path):
         sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(
-            sid,
-            [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")],
-            end_stream=True,
-        )
+        self.conn.send_headers(sid, self.head("GET", path), end_stream=True)
         self.flush()
+        return self.response(sid)
+
+    @staticmethod
+    def head(method, path):
+        return [(":method", method), (":path", path), (":scheme", "http"), (":authority", "t")]
+
+    def response(self, sid):
+        """Reads until stream `sid` ends: (status, body)."""
         status, body = None, b""
         while True:
             for event in self.events():
@@ -193,6 +197,21 @@ def test_idle_connection_gets_goaway_after_keepalive_timeout(tandem_factory):
     elapsed = time.monotonic() - start
     assert GOAWAY in frame_types(rest)
     assert 0.5 < elapsed < 6
+
+
+def test_stalled_request_body_gets_408(tandem_factory):
+    t = tandem_factory("wsgi_app:app", "--body-timeout", "1", workers=1)
+    c = RawH2(t.address)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, c.head("POST", "/echo"))
+    c.conn.send_data(sid, b"the start of a body, then nothing")
+    c.flush()
+    start = time.monotonic()
+    status, _ = c.response(sid)
+    assert status == b"408"
+    assert 0.8 < time.monotonic() - start < 5
+    # Other streams on the connection carry on.
+    assert c.get("/hello") == (b"200", b"Hello, world!\n")
 
 
 def test_silent_h2c_connection_closes_at_the_header_timeout(tandem_factory):
