@@ -195,3 +195,14 @@ def test_keyfile_without_certfile_is_a_usage_error(tmp_path):
     r = run_tandem(["--keyfile", str(tmp_path / "k.pem"), "wsgi_app:app"])
     assert r.returncode == 2
     assert "--certfile" in r.stderr and len(r.stderr_lines) == 1
+
+
+def test_refused_heads_are_answered_over_tls(tandem_factory, ca, files):
+    # The HTTP/1.1 guard sits inside TLS: a refused head still gets its status.
+    t = tandem_factory("wsgi_app:app", *files.args, "--limit-request-line", "100", workers=1)
+    with tls_socket(t.address, client_context(ca)) as s:
+        s.sendall(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 414 ")
