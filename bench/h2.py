@@ -128,9 +128,16 @@ def wait_ready(running: Running, url: str, options: list[str], timeout: float = 
     raise BenchFailed(f"{running.name} not ready after {timeout:.0f}s:\n{running.log_tail()}")
 
 
-def h2load(url: str, options: list[str], seconds: int) -> tuple[float, str]:
-    argv = ["h2load", *options, "-D", str(seconds), url]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
+def h2load(url: str, options: list[str], seconds: float, count: bool) -> tuple[float, str]:
+    """Runs h2load for about `seconds`; with `count`, for a number of requests
+    instead (h2load's -D does not reconnect when the server closes)."""
+    if count:
+        probe, _ = h2load(url, options, 0, False)
+        limit = ["-n", str(max(200, int(probe * seconds)))]
+    else:
+        limit = ["-D", str(seconds)] if seconds else ["-n", "200"]
+    argv = ["h2load", *options, *limit, url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds * 3 + 60).stdout
     rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     done = re.search(
         r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out
@@ -143,7 +150,9 @@ def h2load(url: str, options: list[str], seconds: int) -> tuple[float, str]:
 
 
 def prepare(work: Path) -> None:
-    (work / "static").mkdir()
+    # nginx's workers run as another user: they must be able to read these.
+    work.chmod(0o755)
+    (work / "static").mkdir(mode=0o755)
     (work / "static" / "hello.txt").write_bytes(BODY)
     subprocess.run(
         [
@@ -162,6 +171,7 @@ def prepare(work: Path) -> None:
         check=True,
         capture_output=True,
     )
+    (work / "key.pem").chmod(0o644)  # a throwaway key, read by nginx's master as root anyway
 
 
 def main(argv: list[str]) -> int:
@@ -196,8 +206,9 @@ def main(argv: list[str]) -> int:
                     running = Running(name, argv_, APPS_DIR, server_env(), log)
                     try:
                         wait_ready(running, url, options(args))
-                        h2load(url, options(args), 1)  # warm-up
-                        rate, out = h2load(url, options(args), args.duration)
+                        count = sc == "tls-handshakes"
+                        h2load(url, options(args), 1, count)  # warm-up
+                        rate, out = h2load(url, options(args), args.duration, count)
                         running.check_alive()
                         results.setdefault((sc, name), []).append(rate)
                         raw.append(f"### {name} {sc}\n$ {' '.join(argv_)}\n{out}")
