@@ -70,11 +70,13 @@ where
     tokio::pin!(conn);
     // Since when the connection has been closing (GOAWAY sent).
     let mut closing: Option<Instant> = None;
+    // When the connection, with no request open, has waited long enough:
+    // for a request (idle), or for the client to close (closing).
+    let deadline = |closing: Option<Instant>| match closing {
+        None => streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout),
+        Some(since) => streams.idle_since().map(|idle| idle.max(since) + CLOSE_GRACE),
+    };
     loop {
-        let deadline = match closing {
-            None => streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout),
-            Some(since) => streams.idle_since().map(|idle| idle.max(since) + CLOSE_GRACE),
-        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -87,15 +89,10 @@ where
                 closing = Some(Instant::now());
             }
             _ = streams.went_idle.notified() => {}
-            _ = sleep_until(deadline) => {
+            _ = sleep_until(deadline(closing)) => {
                 // Streams may have opened since the deadline was taken.
                 let now = Instant::now();
-                let passed = match closing {
-                    None => streams.idle_deadline(settings.header_timeout, settings.keepalive_timeout),
-                    Some(since) => streams.idle_since().map(|idle| idle.max(since) + CLOSE_GRACE),
-                }
-                .is_some_and(|d| d <= now);
-                if !passed {
+                if !deadline(closing).is_some_and(|d| d <= now) {
                     continue;
                 }
                 if closing.is_some() {
