@@ -92,7 +92,7 @@ where
             _ = sleep_until(deadline(closing)) => {
                 // Streams may have opened since the deadline was taken.
                 let now = Instant::now();
-                if !deadline(closing).is_some_and(|d| d <= now) {
+                if deadline(closing).is_none_or(|d| d > now) {
                     continue;
                 }
                 if closing.is_some() {
