@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod ops;
 mod protocols;
 mod statics;
 
+pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV, INHERITED_METRICS_FD_ENV};
 use protocols::ProtocolArgs;
 pub use protocols::{Http2Settings, TlsFiles};
 use statics::StaticArgs;
@@ -74,6 +76,9 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub chdir: Option<PathBuf>,
     pub log_level: tracing::Level,
+    /// Where the access log goes (`--access-logfile`); `None`: no access log.
+    pub access_log: Option<crate::front::AccessLogTarget>,
+    pub access_log_format: crate::front::AccessLogFormat,
     /// Threads of the front's async runtime.
     pub front_threads: usize,
     /// Requests each worker holds at once, one per Python thread.
@@ -96,6 +101,8 @@ pub struct Config {
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
     pub static_options: StaticOptions,
+    /// Metrics, control socket and pid file.
+    pub ops: OpsOptions,
     /// Every connection opens with a PROXY protocol header naming the client.
     pub proxy_protocol: bool,
     /// `--certfile`/`--keyfile`: every listener speaks TLS.
@@ -169,8 +176,11 @@ and a supervised pool of Python worker processes, in one command.";
     after_help = "APP_MODULE is 'module:callable' or 'module' (then 'module:application'), \
 e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: HUP reloads (new workers import the code \
 again and take over once all are ready; if the new code fails to import, the old workers keep \
-serving; with --certfile, the certificate and key are read again for new connections); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
---graceful-timeout); INT and QUIT stop at once.\n\nExit codes: 2 bad command line, 4 the app \
+serving; with --certfile, the certificate and key are read again for new connections); TTIN/TTOU add/remove a worker; USR1 reopens the access log; TERM stops gracefully (in-flight requests finish, up to \
+--graceful-timeout); INT and QUIT stop at once; USR2 starts a new tandem (the same command, the \
+binary now on disk) on the same listening sockets and stops this one gracefully once it serves.\n\n\
+Subcommands: 'tandem ctl status|reload|stop|workers +N|-N' and 'tandem top' talk to a running \
+tandem over its --control-socket (see 'tandem ctl --help').\n\nExit codes: 2 bad command line, 4 the app \
 failed to import, 3 workers failed to boot, 1 other start-up errors."
 )]
 struct Cli {
@@ -260,6 +270,17 @@ struct Cli {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
 
+    /// Write an access log line per request to FILE ('-' for stdout): nginx's
+    /// "combined" format followed by the request time in seconds and the pid
+    /// of the worker that answered. Reopened on USR1. Relative to --chdir.
+    #[arg(long, value_name = "FILE")]
+    access_logfile: Option<String>,
+
+    /// Access log line format: 'combined' (nginx's, plus request time and
+    /// worker pid) or 'json' (one object per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "combined")]
+    access_log_format: crate::front::AccessLogFormat,
+
     /// Threads of the front's event loop. Default: the number of CPU cores.
     #[arg(long, value_name = "INT", hide = true)]
     front_threads: Option<usize>,
@@ -309,6 +330,8 @@ struct Cli {
     #[command(flatten)]
     statics: StaticArgs,
     #[command(flatten)]
+    ops: ops::OpsArgs,
+    #[command(flatten)]
     protocols: ProtocolArgs,
 }
 
@@ -355,7 +378,9 @@ impl Cli {
         if self.app.is_empty() || self.app.starts_with(':') || self.app.ends_with(':') {
             return err(format!("invalid APP_MODULE '{}': expected MODULE or MODULE:CALLABLE", self.app));
         }
-        let binds = if self.bind.is_empty() {
+        let binds = if let Some(inherited) = ops::inherited_binds()? {
+            inherited
+        } else if self.bind.is_empty() {
             match std::env::var("PORT") {
                 Ok(port) if !port.is_empty() => vec![parse_bind(&format!("0.0.0.0:{port}"))?],
                 _ => vec![parse_bind("127.0.0.1:8000")?],
@@ -407,6 +432,12 @@ impl Cli {
             Some(dir) => dir.clone(),
             None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
         };
+        let access_log = match self.access_logfile.as_deref() {
+            None => None,
+            Some("-") => Some(crate::front::AccessLogTarget::Stdout),
+            Some("") => return err("invalid --access-logfile '': expected a file name or '-'".into()),
+            Some(path) => Some(crate::front::AccessLogTarget::File(base.join(path))),
+        };
         let (statics, static_options) = self.statics.into_config(&base)?;
         let protocols = self.protocols.into_config(&base)?;
         let pythonpath =
@@ -438,6 +469,8 @@ impl Cli {
             env,
             chdir: self.chdir,
             log_level,
+            access_log,
+            access_log_format: self.access_log_format,
             front_threads: self.front_threads.unwrap_or(cores).max(1),
             threads: self.threads,
             max_requests: self.max_requests,
@@ -449,6 +482,7 @@ impl Cli {
             forwarded_allow_ips,
             statics,
             static_options,
+            ops: self.ops.into_options()?,
             proxy_protocol: protocols.proxy_protocol,
             tls: protocols.tls,
             http2: protocols.http2,

@@ -25,6 +25,8 @@
 //! supervisor: binds, boots workers, respawns, kills hung ones, reloads on HUP (workers
 //! and the TLS certificate), stops on TERM/INT/QUIT
 //! wire: the frames on both sockets; sys: the few raw system calls
+//! metrics (--metrics-bind), control (tandem ctl/top), service (sd_notify,
+//! --pid): watching and steering the master from outside
 //! ```
 //!
 //! The master is the Python process that ran the `tandem` console script: it
@@ -33,9 +35,12 @@
 //! [`worker::serve`] once `tandem._worker` has imported the app.
 
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod front;
+pub mod metrics;
 pub mod router;
+pub mod service;
 pub mod static_files;
 pub mod supervisor;
 pub mod sys;

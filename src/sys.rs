@@ -365,6 +365,11 @@ pub fn inherited_listener(fd: RawFd) -> io::Result<Inherited> {
     if get(libc::SO_ACCEPTCONN)? == 0 || get(libc::SO_TYPE)? != libc::SOCK_STREAM {
         return Err(not_listening());
     }
+    // Inherited descriptors survive exec; workers must not hold the socket.
+    // SAFETY: fcntl on a plain integer descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: the checks above show `fd` is an open listening stream socket;
     // the user handed it to us with fd://N, so we now own it.
     unsafe {
@@ -427,6 +432,20 @@ pub fn open_beneath(dir: &impl AsRawFd, path: &std::path::Path, extra_flags: i32
     }
     // SAFETY: openat2 returned a new descriptor that we now own.
     Ok(unsafe { std::fs::File::from_raw_fd(rc as RawFd) })
+}
+
+/// This process's real user id.
+pub fn uid() -> u32 {
+    // SAFETY: getuid takes no arguments and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds (what sd_notify's MONOTONIC_USEC wants).
+pub fn monotonic_micros() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 #[cfg(test)]

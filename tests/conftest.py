@@ -221,6 +221,7 @@ class Tandem:
         expect_listeners=None,
         pass_fds=(),
         wait=True,
+        stdout=subprocess.DEVNULL,
     ):
         self.app = app
         cmd = [TANDEM_BIN]
@@ -238,7 +239,7 @@ class Tandem:
             cwd=str(cwd),
             env=clean_env(env),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             start_new_session=True,
             pass_fds=pass_fds,

@@ -311,7 +311,8 @@ where
                     this.input_ended = true;
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    crate::metrics::METRICS.bytes_in(n);
                     let now = Instant::now();
                     this.last_input = now;
                     if phase == Phase::Idle && this.framing.messages() > 0 {
@@ -331,12 +332,21 @@ where
     }
 }
 
+/// Adds what a write took to the bytes-sent metric.
+fn count_written(written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = written {
+        crate::metrics::METRICS.bytes_out(n);
+    }
+    written
+}
+
 impl<S> hyper::rt::Write for GuardedIo<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(cx, |io, cx| io.poll_write(cx, buf))
+        let written = self.get_mut().poll_write_with(cx, |io, cx| io.poll_write(cx, buf));
+        count_written(written)
     }
 
     fn poll_write_vectored(
@@ -344,7 +354,8 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+        let written = self.get_mut().poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs));
+        count_written(written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -6,19 +6,23 @@
 //!   → dispatch::Pool::submit (503 if the queue is full)
 //!   → wait for the app's head (500 app error, 502 worker died, 504 timeout)
 //!   → stream or buffer the body to the client
+//! access log: one line once the response has been sent
 //! ```
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::access_log::AccessLog;
 use super::request_body::{self, RequestBody};
 use super::response::{self, ResponseBody};
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Pool, Reply};
+use crate::metrics::{RouteKind, METRICS};
 use crate::router::{Route, Router};
 use crate::static_files::{Served, StaticFiles};
 use crate::wire::{RequestHead, Scheme};
@@ -30,6 +34,8 @@ pub struct Front {
     pub router: Router,
     pub statics: StaticFiles,
     pub pool: Arc<Pool>,
+    /// `--access-logfile`, if given.
+    pub access_log: Option<AccessLog>,
     /// `--certfile`: every connection starts with a TLS handshake.
     pub tls: Option<Arc<super::tls::Tls>>,
 }
@@ -46,8 +52,14 @@ pub struct Peer {
 }
 
 impl Front {
-    pub fn new(config: Arc<Config>, pool: Arc<Pool>, tls: Option<Arc<super::tls::Tls>>) -> Front {
+    pub fn new(
+        config: Arc<Config>,
+        pool: Arc<Pool>,
+        access_log: Option<AccessLog>,
+        tls: Option<Arc<super::tls::Tls>>,
+    ) -> Front {
         Front {
+            access_log,
             tls,
             router: Router::new(&config.statics),
             statics: StaticFiles::new(&config.statics, config.static_options.clone()),
@@ -56,19 +68,55 @@ impl Front {
         }
     }
 
+    /// Reopens the log files (on `USR1`, after log rotation).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
     /// Answers one request. Never fails: every error becomes a response.
+    /// Counts it in the metrics by the route that answered.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        let started = Instant::now();
+        let mut route = RouteKind::App;
         let (mut parts, body) = req.into_parts();
         let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, peer);
+        let response = match &self.access_log {
+            None => self.respond(parts, body, &peer, &mut None, &mut route).await,
+            Some(log) => {
+                let mut entry = log.entry(&parts, &peer);
+                let response = self.respond(parts, body, &peer, &mut entry.worker, &mut route).await;
+                entry.status = response.status().as_u16();
+                response.map(|body| body.logged(entry))
+            }
+        };
+        METRICS.request(route, response.status().as_u16(), started.elapsed());
+        Ok(response)
+    }
+
+    /// The journey itself; `worker` learns which worker answered, if one
+    /// did, and `route` which kind of route did.
+    async fn respond(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        peer: &Peer,
+        worker: &mut Option<u32>,
+        route: &mut RouteKind,
+    ) -> Response<ResponseBody> {
         let label = format!("{} {}", parts.method, parts.uri.path());
 
         match self.router.route(parts.uri.path()) {
             Route::Static { mount, rest } => match self.statics.serve(mount, rest, &parts, &label).await {
-                Served::Response(response) => return Ok(response),
+                Served::Response(response) => {
+                    *route = RouteKind::Static;
+                    return response;
+                }
                 Served::FallThrough => {}
             },
             Route::App => {}
@@ -77,37 +125,40 @@ impl Front {
         let max = self.config.max_request_body;
         if declared_length(&parts.headers).is_some_and(|len| len > max) {
             tracing::info!("{label}: 413, declared body larger than {max} bytes");
-            return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE));
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
         let body = match request_body::read(body, max, self.config.request_spill, self.config.client.body_timeout).await
         {
             Ok(body) => body,
             Err(err) => {
                 tracing::info!("{label}: {}, {err}", err.status().as_u16());
-                return Ok(error_response(err.status()));
+                return error_response(err.status());
             }
         };
 
         let head_only = parts.method == Method::HEAD;
-        let call = match self.build_head(&parts, body, &peer) {
+        let call = match self.build_head(&parts, body, peer) {
             Ok((head, fd)) => self.pool.submit(label.clone(), head, fd),
             Err(err) => Err(DispatchError::Internal(err.to_string())),
         };
         let mut call = match call {
             Ok(call) => call,
-            Err(err) => return Ok(failure(&label, err)),
+            Err(err) => return failure(&label, err),
         };
 
         let head = match call.next().await {
-            Reply::Head(head) => head,
-            Reply::Failed(err) => return Ok(failure(&label, err)),
-            _ => return Ok(failure(&label, DispatchError::Internal("reply before response head".into()))),
+            Reply::Head { head, worker: pid } => {
+                *worker = Some(pid);
+                head
+            }
+            Reply::Failed(err) => return failure(&label, err),
+            _ => return failure(&label, DispatchError::Internal("reply before response head".into())),
         };
         let app_head = match response::convert_head(head) {
             Ok(h) => h,
             Err(why) => {
                 tracing::error!("{label}: 500, app response not sendable: {why}");
-                return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
         let body = if head_only {
@@ -115,10 +166,10 @@ impl Front {
         } else {
             match response::body(call, app_head.streaming, self.config.response_buffer, label.clone()) {
                 Ok(body) => body,
-                Err(err) => return Ok(failure(&label, err)),
+                Err(err) => return failure(&label, err),
             }
         };
-        Ok(app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR)))
+        app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR))
     }
 
     /// The request as a worker will see it.

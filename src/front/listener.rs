@@ -129,8 +129,10 @@ async fn accept_loop(listener: Listener, front: Arc<Front>, slots: Arc<Semaphore
         match accepted {
             Ok((io, peer)) => {
                 let (front, stop) = (Arc::clone(&front), stop.clone());
+                crate::metrics::METRICS.connection_opened();
                 tokio::spawn(async move {
                     serve_connection(io, peer, front, stop).await;
+                    crate::metrics::METRICS.connection_closed();
                     drop(slot);
                 });
             }

@@ -19,6 +19,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::sync::mpsc;
 
+use super::access_log::Entry;
 use crate::dispatch::{Call, DispatchError, Reply};
 use crate::wire::ResponseHead;
 
@@ -33,11 +34,19 @@ const JOIN_BELOW: usize = 64 * 1024;
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<io::Result<Bytes>>),
+    /// Another body whose bytes are counted for the access log; the line
+    /// is written when this is dropped.
+    Logged(Box<ResponseBody>, Box<Entry>),
 }
 
 impl ResponseBody {
     pub fn empty() -> ResponseBody {
         ResponseBody::Full(None)
+    }
+
+    /// This body, logged by `entry` once it has been sent.
+    pub fn logged(self, entry: Entry) -> ResponseBody {
+        ResponseBody::Logged(Box::new(self), Box::new(entry))
     }
 }
 
@@ -52,17 +61,28 @@ impl http_body::Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(http_body::Frame::data(d)))),
             ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|item| item.map(|r| r.map(http_body::Frame::data))),
+            ResponseBody::Logged(inner, entry) => {
+                let polled = Pin::new(inner.as_mut()).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    entry.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Full(None))
+        match self {
+            ResponseBody::Logged(inner, _) => inner.is_end_stream(),
+            other => matches!(other, ResponseBody::Full(None)),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             ResponseBody::Full(data) => http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ResponseBody::Stream(_) => http_body::SizeHint::default(),
+            ResponseBody::Logged(inner, _) => inner.size_hint(),
         }
     }
 }
@@ -133,7 +153,7 @@ pub fn body(
             }
             Some(Reply::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
             Some(Reply::Failed(err)) => return Err(err),
-            Some(Reply::Head(_)) => return Err(DispatchError::Internal("second response head".into())),
+            Some(Reply::Head { .. }) => return Err(DispatchError::Internal("second response head".into())),
             Some(Reply::File { file, offset, len }) => {
                 let mut spool = Spool::new(memory_limit);
                 spool.queue.extend(pieces.into_iter().map(Segment::Mem));
@@ -211,7 +231,7 @@ async fn pump(
                         worker_done = true;
                         Ok(())
                     }
-                    Reply::Head(_) => Err(io::Error::other("second response head")),
+                    Reply::Head { .. } => Err(io::Error::other("second response head")),
                     Reply::Failed(err) => Err(io::Error::other(err)),
                 };
                 if let Err(e) = result {

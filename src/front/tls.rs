@@ -84,14 +84,15 @@ impl Tls {
     }
 
     /// Reads the certificate and key files again; new connections get the
-    /// new certificate. On failure the old one stays and the error is logged.
-    pub fn reload(&self) {
+    /// new certificate. On failure the old one stays and the error is
+    /// logged. `why` says what asked (HUP, the control socket…).
+    pub fn reload(&self, why: &str) {
         match load_certified_key(&self.files, &self.provider) {
             Ok(key) => {
                 self.store.replace(key);
-                tracing::info!("HUP: reloaded TLS certificate {}", self.files.certfile.display());
+                tracing::info!("{why}: reloaded TLS certificate {}", self.files.certfile.display());
             }
-            Err(e) => tracing::error!("HUP: {e}; keeping the current certificate"),
+            Err(e) => tracing::error!("{why}: {e}; keeping the current certificate"),
         }
     }
 
