@@ -7,12 +7,13 @@ import json
 import signal
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
 import trustme
 from certs import ServerFiles, client_context
-from conftest import run_tandem
+from conftest import TANDEM_BIN, clean_env, run_tandem
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +207,22 @@ def test_refused_heads_are_answered_over_tls(tandem_factory, ca, files):
         while chunk := s.recv(4096):
             data += chunk
     assert data.startswith(b"HTTP/1.1 414 ")
+
+
+def test_control_socket_reload_reads_the_certificate_too(tandem_factory, ca, files, tmp_path):
+    sock = tmp_path / "ctl.sock"
+    t = tandem_factory("wsgi_app:app", *files.args, "--control-socket", str(sock), workers=1)
+    ctx = client_context(ca)
+    before = peer_cert(t.address, ctx)
+    files.issue()
+    mark = t.mark()
+    r = subprocess.run(
+        [TANDEM_BIN, "ctl", "-s", str(sock), "reload"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        env=clean_env(),
+    )
+    assert r.returncode == 0, r.stderr
+    t.wait_for_log("control socket: reloaded TLS certificate", since=mark)
+    assert peer_cert(t.address, ctx) not in (before, None)
