@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bench/run.py compares, into places of its own:
-#   - wrk and nginx from Debian's packages (apt-get, only if missing);
+#   - wrk, nginx, h2load and openssl from Debian's packages (apt-get, only
+#     if missing);
 #   - bench/.venv with gunicorn, granian, Django, WhiteNoise and tandem built
 #     from this checkout;
 #   - bench/.django_site: a copy of examples/django_site, set up (database
@@ -36,6 +37,8 @@ say() { echo "bench/setup: $*" >&2; }
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)  # bench/h2.py
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # bench/h2.py's certificate
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
     SUDO=""

@@ -16,10 +16,13 @@ use clap::Parser;
 mod args;
 mod file;
 mod ops;
+mod protocols;
 mod routes;
 mod statics;
 
 pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV, INHERITED_METRICS_FD_ENV};
+use protocols::ProtocolArgs;
+pub use protocols::{Http2Settings, TlsFiles};
 pub use routes::{Balance, RouteSpec, Server, ServerAddr, Target, UpstreamEntry, UpstreamSpec};
 use statics::StaticArgs;
 pub use statics::{parse_static, StaticMount, StaticOptions};
@@ -102,7 +105,8 @@ pub struct Config {
     pub preload: bool,
     /// Limits and timeouts the front applies to clients.
     pub client: ClientLimits,
-    /// Peers whose X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme.
+    /// Peers whose X-Forwarded-For/-Proto/-Host (or Forwarded) set
+    /// REMOTE_ADDR, wsgi.url_scheme and the Host the app sees.
     pub forwarded_allow_ips: crate::front::TrustedProxies,
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
@@ -113,6 +117,11 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// Upstream pools (`[upstream.NAME]`), by name order.
     pub upstreams: Vec<UpstreamSpec>,
+    /// Every connection opens with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
+    /// `--certfile`/`--keyfile`: every listener speaks TLS.
+    pub tls: Option<TlsFiles>,
+    pub http2: Http2Settings,
 }
 
 /// What the front tolerates from clients: the size of request heads, how
@@ -184,7 +193,7 @@ a route's 'app'), and a file whose routes have no app runs tandem without worker
 for static files and upstream servers. Every long flag is also a key of the config file; \
 flags given on the command line override the file.\n\nSignals: HUP reloads (new workers import the code \
 again and take over once all are ready; if the new code fails to import, the old workers keep \
-serving); TTIN/TTOU add/remove a worker; USR1 reopens the access log; TERM stops gracefully (in-flight requests finish, up to \
+serving; with --certfile, the certificate and key are read again for new connections); TTIN/TTOU add/remove a worker; USR1 reopens the access log; TERM stops gracefully (in-flight requests finish, up to \
 --graceful-timeout); INT and QUIT stop at once; USR2 starts a new tandem (the same command, the \
 binary now on disk) on the same listening sockets and stops this one gracefully once it serves.\n\n\
 Subcommands: 'tandem ctl status|reload|stop|workers +N|-N' and 'tandem top' talk to a running \
@@ -343,15 +352,18 @@ struct Cli {
     #[arg(long, value_name = "INT", default_value_t = 10_000)]
     max_connections: usize,
 
-    /// Proxies trusted to set the client address and scheme (X-Forwarded-For,
-    /// X-Forwarded-Proto): comma-separated addresses or CIDR blocks, or '*'.
-    /// Clients on a unix socket are always trusted.
+    /// Proxies trusted to set the client address, scheme and host
+    /// (X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, or Forwarded):
+    /// comma-separated addresses or CIDR blocks, or '*'. Clients on a unix
+    /// socket are always trusted.
     #[arg(long, value_name = "ADDRS", env = "FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1")]
     forwarded_allow_ips: String,
     #[command(flatten)]
     statics: StaticArgs,
     #[command(flatten)]
     ops: ops::OpsArgs,
+    #[command(flatten)]
+    protocols: ProtocolArgs,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -458,6 +470,7 @@ impl Cli {
             Some(path) => Some(crate::front::AccessLogTarget::File(base.join(path))),
         };
         let (statics, static_options) = self.statics.into_config(&base)?;
+        let protocols = self.protocols.into_config(&base)?;
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         let client = ClientLimits {
@@ -503,6 +516,9 @@ impl Cli {
             ops: self.ops.into_options()?,
             routes,
             upstreams,
+            proxy_protocol: protocols.proxy_protocol,
+            tls: protocols.tls,
+            http2: protocols.http2,
         };
         config.validate()?;
         Ok(config)

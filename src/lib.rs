@@ -4,11 +4,18 @@
 //! workers) from a config file.
 //!
 //! ```text
-//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler ── router (host, path) ──┐
-//!                 (max-connections)   reads through       │                                      │ Route::Static
-//!                                     front::guard:       │ Route::App / Route::Proxy            ▼
-//!                                     framing, limits,    │              static_files::serve (files under
-//!                                     timeouts            │              the root; 404, or falls through)
+//! client ──TCP──▶ front::listener ─▶ front::conn: PROXY header (proxy_protocol), TLS (tls),
+//!                 (max-connections)   then HTTP/1.1 or HTTP/2 by ALPN or the h2c preface
+//!                                           │                              │
+//!                      hyper HTTP/1.1 read through front::guard   hyper HTTP/2 (front::h2:
+//!                      (framing, limits, timeouts)                 limits, timeouts)
+//!                                           └──────────┬───────────────────┘
+//!                                                      ▼
+//!                                               front::handler ── router (host, path) ──┐
+//!                                                         │                              │ Route::Static
+//!                                                         │ Route::App / Route::Proxy    ▼
+//!                                                         │          static_files::serve (files under
+//!                                                         │          the root; 404, or falls through)
 //!                                                         │ reads the whole body (request_body)
 //!                                                         ├──── Route::Proxy ──▶ proxy::forward ──▶ upstream servers
 //!                                                         ▼                     (pick, keep-alive pool,  (TCP / unix)
@@ -20,8 +27,9 @@
 //!                          front::response (buffer / spill / stream) ──▶ client
 //!
 //! config: flags + --config TOML → one Config; supervisor: binds, boots workers, respawns,
-//! kills hung ones, stops on TERM/INT/QUIT; wire: the frames on both sockets; sys: the few raw
-//! system calls; metrics (--metrics-bind), control (tandem ctl/top), service (sd_notify,
+//! kills hung ones, reloads on HUP (workers and the TLS certificate), stops on TERM/INT/QUIT;
+//! wire: the frames on both sockets; sys: the few raw system calls; metrics (--metrics-bind),
+//! control (tandem ctl/top), service (sd_notify,
 //! --pid): watching and steering the master from outside
 //! ```
 //!

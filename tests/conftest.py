@@ -25,7 +25,7 @@ APPS = HERE / "apps"
 TANDEM_BIN = os.environ.get("TANDEM_BIN") or str(Path(sys.executable).parent / "tandem")
 READY_TIMEOUT = 20.0
 
-LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
+LISTEN_RE = re.compile(r"listening on (https?://\S+|unix:\S+)")
 
 # Variables that change tandem's defaults; tests set them explicitly when they need them.
 _SCRUBBED_ENV = ("PORT", "WEB_CONCURRENCY", "SCRIPT_NAME", "FORWARDED_ALLOW_IPS")
@@ -374,13 +374,13 @@ class Tandem:
     @property
     def http_listener(self):
         for listener in self.listeners:
-            if listener.startswith("http://"):
+            if listener.startswith(("http://", "https://")):
                 return listener
         raise AssertionError(f"no TCP listener in {self.listeners}")
 
     @property
     def host(self):
-        host = self.http_listener[len("http://") :].rpartition(":")[0]
+        host = self.http_listener.partition("://")[2].rpartition(":")[0]
         return host.strip("[]")
 
     @property

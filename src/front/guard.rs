@@ -165,6 +165,15 @@ where
         }
     }
 
+    /// Counts the first request's header timeout from `at` (the accept,
+    /// before a TLS handshake or protocol sniffing) rather than from now.
+    pub fn accepted_at(mut self, at: Instant) -> GuardedIo<S> {
+        self.accepted = at;
+        self.head_started = at;
+        self.last_input = at;
+        self
+    }
+
     /// Called once hyper is done: answers a refused head, then closes.
     pub async fn finish(mut self) {
         let send_timeout = self.settings.send_timeout;

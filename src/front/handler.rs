@@ -43,6 +43,8 @@ pub struct Front {
     pub pool: Arc<Pool>,
     /// `--access-logfile`, if given.
     pub access_log: Option<AccessLog>,
+    /// `--certfile`: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<super::tls::Tls>>,
     /// Client connections open: a graceful stop waits for them to finish
     /// (idle ones close at once), so that a request read just as the stop
     /// began is still answered.
@@ -71,9 +73,15 @@ pub struct Peer {
 
 impl Front {
     /// The front for `config`; starts the upstream pools' health checks.
-    pub fn new(config: Arc<Config>, pool: Arc<Pool>, access_log: Option<AccessLog>) -> Front {
+    pub fn new(
+        config: Arc<Config>,
+        pool: Arc<Pool>,
+        access_log: Option<AccessLog>,
+        tls: Option<Arc<super::tls::Tls>>,
+    ) -> Front {
         Front {
             access_log,
+            tls,
             router: Router::new(&config),
             statics: StaticFiles::new(&config.static_mounts(), config.static_options.clone()),
             upstreams: proxy::start(&config.upstreams),
@@ -110,8 +118,8 @@ impl Front {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
         let mut route = RouteKind::App;
-        let (parts, body) = req.into_parts();
-        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, Arc::clone(&conn));
+        let (mut parts, body) = req.into_parts();
+        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, Arc::clone(&conn));
         let response = match &self.access_log {
             None => self.respond(parts, body, &conn, &peer, &mut None, &mut route).await,
             Some(log) => {
@@ -170,7 +178,8 @@ impl Front {
             tracing::info!("{label}: 413, declared body larger than {max} bytes");
             return error_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
-        let body = match request_body::read(body, max, self.config.request_spill).await {
+        let body = match request_body::read(body, max, self.config.request_spill, self.config.client.body_timeout).await
+        {
             Ok(body) => body,
             Err(err) => {
                 tracing::info!("{label}: {}, {err}", err.status().as_u16());

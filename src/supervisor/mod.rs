@@ -10,7 +10,8 @@
 //! - HUP (or a changed file with `--reload`) boots a new generation of
 //!   workers on a new queue and switches to it only once every new worker
 //!   has loaded the app; if the new code fails to import, the old
-//!   generation keeps serving;
+//!   generation keeps serving; every reload also has `front::Tls` read
+//!   the certificate again;
 //! - TTIN / TTOU add or remove a worker; TERM stops gracefully, INT and
 //!   QUIT at once;
 //! - USR2 hands the listening sockets to a new tandem and stops once it
@@ -165,6 +166,8 @@ struct Supervisor {
     /// Workers killed for `--timeout`, until their exit is seen.
     timed_out: HashSet<u32>,
     ops: ops::Ops,
+    /// `--certfile`: read again with every reload.
+    tls: Option<Arc<front::Tls>>,
 }
 
 struct Signals {
@@ -201,6 +204,10 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     }
     // Opened first: its files (pid, control socket) go when it is dropped.
     let mut ops = ops::Ops::open(&config, start_dir)?;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(front::Tls::load(files, &config.http2)?)),
+        None => None,
+    };
     let listeners = front::bind_all(&config.binds)?;
     let mut socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
     socket_files.extend(ops.taken_over_files(&listeners));
@@ -215,6 +222,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
     ops.keep_listeners(&listeners);
     let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
     sup.ops = ops;
+    sup.tls = tls;
     let mut signals = Signals::new()?;
 
     let booted = tokio::select! {
@@ -231,9 +239,11 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
 
     let (stop_tx, stop_rx) = watch_channel::channel(false);
     for listener in &listeners {
-        tracing::info!("listening on {}", listener.url());
+        let url = listener.url();
+        let url = if sup.tls.is_some() { url.replacen("http://", "https://", 1) } else { url };
+        tracing::info!("listening on {url}");
     }
-    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), access_log));
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), access_log, sup.tls.clone()));
     front::serve(listeners, Arc::clone(&front), stop_rx.clone());
     sup.ops.serving(&pool, &stop_rx, sup.target);
     if config.reload {
@@ -330,6 +340,7 @@ impl Supervisor {
             stopping: false,
             timed_out: HashSet::new(),
             ops: ops::Ops::default(),
+            tls: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Generations of workers: HUP / `--reload` reloads, and the `--preload`
-//! templates that fork each generation's workers.
+//! templates that fork each generation's workers. A reload also reads the
+//! TLS certificate again (`front::Tls::reload`), for new connections.
 //!
 //! A reload boots a whole new generation on a new queue (with `--preload`,
 //! a new template first, which imports the new code). Only when every new
@@ -22,6 +23,9 @@ impl Supervisor {
     pub(super) fn start_reload(&mut self, why: &str) {
         if self.stopping || !self.config.has_app() {
             return;
+        }
+        if let Some(tls) = &self.tls {
+            tls.reload(why);
         }
         if let Some(reload) = &self.reload {
             tracing::info!("{why}: reload to generation {} already in progress", reload.generation);
