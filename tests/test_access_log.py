@@ -104,6 +104,23 @@ def test_a_streamed_response_logs_the_bytes_sent(tandem_factory, tmp_path):
     assert int(entry["bytes"]) == len(r.body)
 
 
+def test_requests_refused_before_their_head_was_read_are_logged(tandem_factory, tmp_path):
+    log = tmp_path / "access.log"
+    t = tandem_factory(
+        "wsgi_app:app", "--access-logfile", str(log), "--limit-request-line", "100", workers=1
+    )
+    [long] = t.exchange(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert long.status == 414
+    [bad] = t.exchange(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")
+    assert bad.status == 400
+    entries = [COMBINED.match(line) for line in lines_of(log, 2)]
+    assert [(e["request"], e["status"], int(e["bytes"])) for e in entries] == [
+        ("-", "414", len(long.body)),
+        ("-", "400", len(bad.body)),
+    ]
+    assert entries[0]["addr"] == "127.0.0.1" and entries[0]["worker"] == "-"
+
+
 def test_stdout(tandem_factory, tmp_path):
     out = tmp_path / "stdout.txt"
     with open(out, "wb") as f:

@@ -82,7 +82,28 @@ impl AccessLog {
         let _ = self.lines.try_send(Command::Reopen);
     }
 
-    /// The start of a request's line; finished by [`Entry::finish`].
+    /// Logs a request the front refused before it could read its head (a
+    /// malformed or oversized request line or header): nginx logs these too.
+    pub fn refusal(&self, peer: &Peer, status: u16, body_len: u64) {
+        let entry = Entry {
+            format: self.format,
+            started: Instant::now(),
+            at: SystemTime::now(),
+            remote_addr: String::from_utf8_lossy(&peer.remote_addr).into_owned(),
+            user: None,
+            request: None,
+            referer: None,
+            user_agent: None,
+            status,
+            bytes: body_len,
+            worker: None,
+            lines: self.lines.clone(),
+            dropped: Arc::clone(&self.dropped),
+        };
+        drop(entry);
+    }
+
+    /// The start of a request's line, written when the entry is dropped.
     pub fn entry(&self, parts: &http::request::Parts, peer: &Peer) -> Entry {
         Entry {
             format: self.format,
@@ -90,9 +111,11 @@ impl AccessLog {
             at: SystemTime::now(),
             remote_addr: String::from_utf8_lossy(&peer.remote_addr).into_owned(),
             user: remote_user(parts.headers.get(header::AUTHORIZATION)),
-            method: parts.method.to_string(),
-            target: parts.uri.path_and_query().map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_string()),
-            version: parts.version,
+            request: Some(RequestLine {
+                method: parts.method.to_string(),
+                target: parts.uri.path_and_query().map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_string()),
+                version: parts.version,
+            }),
             referer: header_text(parts, header::REFERER),
             user_agent: header_text(parts, header::USER_AGENT),
             status: 0,
@@ -112,9 +135,8 @@ pub struct Entry {
     at: SystemTime,
     remote_addr: String,
     user: Option<String>,
-    method: String,
-    target: String,
-    version: http::Version,
+    /// `None` for a request refused before its head could be read.
+    request: Option<RequestLine>,
     referer: Option<String>,
     user_agent: Option<String>,
     pub status: u16,
@@ -124,6 +146,13 @@ pub struct Entry {
     pub worker: Option<u32>,
     lines: SyncSender<Command>,
     dropped: Arc<AtomicU64>,
+}
+
+/// What a request asked for.
+struct RequestLine {
+    method: String,
+    target: String,
+    version: http::Version,
 }
 
 impl Drop for Entry {
@@ -149,7 +178,10 @@ impl Entry {
             self.user.as_deref().map_or_else(|| "-".into(), escape),
             clf_time(self.at)
         );
-        line.push_str(&escape(&format!("{} {} {:?}", self.method, self.target, self.version)));
+        match &self.request {
+            Some(r) => line.push_str(&escape(&format!("{} {} {:?}", r.method, r.target, r.version))),
+            None => line.push('-'),
+        }
         let _ = write!(
             line,
             "\" {} {} \"{}\" \"{}\" {}.{:03} {}",
@@ -166,16 +198,20 @@ impl Entry {
 
     fn json(&self, took: Duration) -> String {
         let text = |s: &Option<String>| s.as_deref().map_or_else(|| "null".into(), json_string);
+        let (method, target, protocol) = match &self.request {
+            Some(r) => (json_string(&r.method), json_string(&r.target), json_string(&format!("{:?}", r.version))),
+            None => ("null".into(), "null".into(), "null".into()),
+        };
         format!(
             "{{\"time\":\"{}\",\"remote_addr\":{},\"remote_user\":{},\"method\":{},\"target\":{},\
-             \"protocol\":\"{:?}\",\"status\":{},\"bytes_sent\":{},\"referer\":{},\"user_agent\":{},\
+             \"protocol\":{},\"status\":{},\"bytes_sent\":{},\"referer\":{},\"user_agent\":{},\
              \"request_time\":{}.{:06},\"worker_pid\":{}}}",
             iso_time(self.at),
             json_string(&self.remote_addr),
             text(&self.user),
-            json_string(&self.method),
-            json_string(&self.target),
-            self.version,
+            method,
+            target,
+            protocol,
             self.status,
             self.bytes,
             text(&self.referer),

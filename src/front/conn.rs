@@ -143,6 +143,7 @@ where
         // hyper's own cap (100) would otherwise answer 431 first.
         builder.max_headers(settings.limits.fields);
     }
+    let access_log = front.access_log.is_some().then(|| (Arc::clone(&front), Arc::clone(&peer)));
     let service = service_fn(move |req| Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer))));
     let mut conn = builder.serve_connection(io, service);
     let result = tokio::select! {
@@ -153,7 +154,14 @@ where
         }
     };
     match result {
-        Ok(()) => conn.into_parts().io.finish().await,
+        Ok(()) => {
+            let refused = conn.into_parts().io.finish().await;
+            if let (Some((status, len)), Some((front, peer))) = (refused, access_log) {
+                if let Some(log) = &front.access_log {
+                    log.refusal(&peer, status.as_u16(), len);
+                }
+            }
+        }
         Err(e) => tracing::debug!("connection error: {e}"),
     }
 }
