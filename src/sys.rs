@@ -393,6 +393,28 @@ pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// Reads up to `buf.len()` bytes of `file` at `offset` only if they are
+/// already in the page cache (`preadv2` with `RWF_NOWAIT`): never waits for
+/// the disk, so it can run on an event-loop thread. `WouldBlock` when the
+/// first byte is not cached; a short count when only the start is. Kernels
+/// or file systems without `RWF_NOWAIT` answer `Unsupported`.
+pub fn pread_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: `iov` describes `buf`, writable and alive for the call; the
+    // descriptor is `file`'s, open for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let err = io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::EAGAIN) => io::Error::from(io::ErrorKind::WouldBlock),
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => io::Error::from(io::ErrorKind::Unsupported),
+        _ => err,
+    })
+}
+
 /// `struct open_how` of `openat2(2)` (libc's is `non_exhaustive`).
 #[repr(C)]
 struct OpenHow {
@@ -452,6 +474,18 @@ pub fn monotonic_micros() -> u64 {
 mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn pread_cached_reads_what_the_page_cache_holds() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        let mut buf = [0u8; 4];
+        match pread_cached(&file, &mut buf, 3) {
+            Ok(n) => assert_eq!(&buf[..n], &b"3456"[..n]),
+            Err(e) => assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported), "{e}"),
+        }
+        assert!(matches!(pread_cached(&file, &mut buf, 10), Ok(0) | Err(_)));
+    }
 
     #[test]
     fn seqpacket_keeps_message_boundaries_and_passes_a_descriptor() {

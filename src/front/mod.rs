@@ -16,6 +16,7 @@
 mod accel;
 mod access_log;
 mod conn;
+mod file_body;
 mod forwarded;
 mod framing;
 mod guard;
@@ -31,6 +32,7 @@ pub use access_log::{AccessLog, Format as AccessLogFormat, Target as AccessLogTa
 pub use forwarded::TrustedProxies;
 pub use tls::{Tls, TlsError};
 
+pub use file_body::{segments_body, Segment};
 pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};
-pub use response::{segments_body, BodySource, Piece, ResponseBody, Segment};
+pub use response::{BodySource, Piece, ResponseBody};

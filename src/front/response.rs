@@ -23,6 +23,7 @@ use http::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 use super::access_log::Entry;
+use super::file_body::{FileBody, Segment};
 use crate::dispatch::{Call, DispatchError, Reply};
 use crate::wire::ResponseHead;
 
@@ -40,6 +41,8 @@ pub enum ResponseBody {
     /// Another body whose bytes are counted for the access log; the line
     /// is written when this is dropped.
     Logged(Box<ResponseBody>, Box<Entry>),
+    /// Read from files as the client takes it (static files).
+    Files(Box<FileBody>),
 }
 
 impl ResponseBody {
@@ -64,6 +67,7 @@ impl http_body::Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(http_body::Frame::data(d)))),
             ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|item| item.map(|r| r.map(http_body::Frame::data))),
+            ResponseBody::Files(body) => body.poll_next(cx).map(|item| item.map(|r| r.map(http_body::Frame::data))),
             ResponseBody::Logged(inner, entry) => {
                 let polled = Pin::new(inner.as_mut()).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -77,6 +81,7 @@ impl http_body::Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Logged(inner, _) => inner.is_end_stream(),
+            ResponseBody::Files(body) => body.is_done(),
             other => matches!(other, ResponseBody::Full(None)),
         }
     }
@@ -86,6 +91,8 @@ impl http_body::Body for ResponseBody {
             ResponseBody::Full(data) => http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ResponseBody::Stream(_) => http_body::SizeHint::default(),
             ResponseBody::Logged(inner, _) => inner.size_hint(),
+            ResponseBody::Files(body) if body.is_done() => http_body::SizeHint::with_exact(0),
+            ResponseBody::Files(_) => http_body::SizeHint::default(),
         }
     }
 }
@@ -290,42 +297,6 @@ async fn pump<S: BodySource>(
             }
         }
     }
-}
-
-/// A piece of a response body: bytes in memory, or a range of a file read
-/// in [`FILE_CHUNK`] pieces only when the client is ready for them.
-pub enum Segment {
-    Mem(Bytes),
-    File { file: Arc<std::fs::File>, offset: u64, len: u64 },
-}
-
-/// A body made of `segments` (static files, multipart ranges): a task
-/// reads file ranges a chunk at a time as the client takes them, so at most
-/// [`CLIENT_QUEUE`] chunks per response are ever in memory.
-pub fn segments_body(segments: Vec<Segment>, label: String) -> ResponseBody {
-    let mut spool = Spool::new(0);
-    for segment in segments {
-        if let Segment::Mem(data) = &segment {
-            spool.mem += data.len();
-        }
-        spool.queue.push_back(segment);
-    }
-    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-    tokio::spawn(async move {
-        while !spool.queue.is_empty() {
-            // A closed client: stop reading.
-            let Ok(permit) = tx.reserve().await else { return };
-            match spool.next_chunk().await {
-                Ok(chunk) => permit.send(Ok(chunk)),
-                Err(e) => {
-                    tracing::error!("{label}: reading file: {e}");
-                    permit.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    ResponseBody::Stream(rx)
 }
 
 /// Response bytes received from the worker and not yet sent to the client.

@@ -11,7 +11,8 @@
 //! CPU per 10 KB request through the pool against 30 µs inline). A cold
 //! read can stall one runtime thread for a disk access; what can take long
 //! does not happen here: compressing a file ([`Pending::finish`]) and
-//! reading large files (`front::segments_body`) run on the blocking pool.
+//! reading large files from the disk rather than the page cache
+//! (`front::segments_body`) run on the blocking pool.
 //!
 //! Path safety is `path`'s; turning a [`Found`] into a response (ranges,
 //! preconditions, headers) is `serve`'s.

@@ -9,9 +9,11 @@
 //! ```
 //!
 //! Bodies: files up to `lookup::SMALL_FILE` are read during the lookup (on
-//! the runtime thread; `lookup` says why) and sent from memory; larger ones are read in 256 KiB `pread`s on the
-//! blocking pool as the client takes them (`front::segments_body`), so
-//! memory per response stays bounded whatever the file size. True
+//! the runtime thread; `lookup` says why) and sent from memory; larger ones
+//! are read in 256 KiB `pread`s as the client takes them
+//! (`front::segments_body`: from the page cache on the runtime thread, from
+//! the disk on the blocking pool), so memory per response stays bounded
+//! whatever the file size. True
 //! `sendfile(2)` is not possible here: hyper owns the connection and only
 //! accepts body bytes from user space, so each chunk is copied once from
 //! the page cache. Everything about the connection itself is the front's.
