@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bench/run.py compares, into places of its own:
-#   - wrk, nginx and slowhttptest from Debian's packages (apt-get, only if
-#     missing);
+#   - wrk, nginx, slowhttptest, h2load and openssl from Debian's packages
+#     (apt-get, only if missing);
 #   - bench/.venv with gunicorn, granian, uWSGI (built from source with the C
 #     compiler and the python3 headers), Django, WhiteNoise, matplotlib (for
 #     the chart) and tandem built from this checkout;
@@ -43,6 +43,8 @@ command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 python_h="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
 [ -f "$python_h" ] || missing+=("$("$PYTHON" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')")
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)  # bench/h2.py
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # bench/h2.py's certificate
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
     SUDO=""

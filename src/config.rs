@@ -1,8 +1,11 @@
-//! The one typed configuration: command-line flags (and the environment
-//! variables gunicorn users expect) parsed and validated once, at start-up.
+//! The one typed configuration: command-line flags, the config file
+//! (`--config tandem.toml`) and the environment variables gunicorn users
+//! expect, parsed and validated once, at start-up.
 //!
-//! Nothing else in tandem reads flags or the environment for settings; every
-//! subsystem takes what it needs from [`Config`].
+//! Nothing else in tandem reads flags, files or the environment for
+//! settings; every subsystem takes what it needs from [`Config`]. `args`
+//! merges the command line with the file, `file` reads the TOML, `routes`
+//! owns the route and upstream tables, `statics` the `--static*` flags.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -10,8 +13,17 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod args;
+mod file;
+mod ops;
+mod protocols;
+mod routes;
 mod statics;
 
+pub use ops::{ControlSocket, OpsOptions, INHERITED_FDS_ENV, INHERITED_METRICS_FD_ENV};
+use protocols::ProtocolArgs;
+pub use protocols::{Http2Settings, TlsFiles};
+pub use routes::{Balance, RouteSpec, Server, ServerAddr, Target, UpstreamEntry, UpstreamSpec};
 use statics::StaticArgs;
 pub use statics::{parse_static, StaticMount, StaticOptions};
 
@@ -49,8 +61,11 @@ pub struct AppSpec {
 /// Everything tandem runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The app; its `target` is empty when tandem runs without one (a front
+    /// node: static and proxy routes only, no workers).
     pub app: AppSpec,
     pub binds: Vec<Bind>,
+    /// Worker processes; 0 without an app.
     pub workers: usize,
     /// Requests waiting for a worker before new ones get 503.
     pub backlog: usize,
@@ -71,6 +86,9 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub chdir: Option<PathBuf>,
     pub log_level: tracing::Level,
+    /// Where the access log goes (`--access-logfile`); `None`: no access log.
+    pub access_log: Option<crate::front::AccessLogTarget>,
+    pub access_log_format: crate::front::AccessLogFormat,
     /// Threads of the front's async runtime.
     pub front_threads: usize,
     /// Requests each worker holds at once, one per Python thread.
@@ -87,11 +105,23 @@ pub struct Config {
     pub preload: bool,
     /// Limits and timeouts the front applies to clients.
     pub client: ClientLimits,
-    /// Peers whose X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme.
+    /// Peers whose X-Forwarded-For/-Proto/-Host (or Forwarded) set
+    /// REMOTE_ADDR, wsgi.url_scheme and the Host the app sees.
     pub forwarded_allow_ips: crate::front::TrustedProxies,
     /// Static routes (`--static`), in the order given.
     pub statics: Vec<StaticMount>,
     pub static_options: StaticOptions,
+    /// Metrics, control socket and pid file.
+    pub ops: OpsOptions,
+    /// Routes of the config file's `[[route]]` tables, in file order.
+    pub routes: Vec<RouteSpec>,
+    /// Upstream pools (`[upstream.NAME]`), by name order.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Every connection opens with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
+    /// `--certfile`/`--keyfile`: every listener speaks TLS.
+    pub tls: Option<TlsFiles>,
+    pub http2: Http2Settings,
 }
 
 /// What the front tolerates from clients: the size of request heads, how
@@ -156,18 +186,38 @@ and a supervised pool of Python worker processes, in one command.";
     name = "tandem",
     version,
     about = ABOUT,
-    override_usage = "tandem [OPTIONS] APP_MODULE",
+    override_usage = "tandem [OPTIONS] APP_MODULE\n       tandem --config FILE [OPTIONS] [APP_MODULE]",
     after_help = "APP_MODULE is 'module:callable' or 'module' (then 'module:application'), \
-e.g. 'mysite.wsgi' or 'hello:app'.\n\nSignals: HUP reloads (new workers import the code \
+e.g. 'mysite.wsgi' or 'hello:app'. With --config, it may come from the file (an 'app' key or \
+a route's 'app'), and a file whose routes have no app runs tandem without workers, as a front \
+for static files and upstream servers. Every long flag is also a key of the config file; \
+flags given on the command line override the file.\n\nSignals: HUP reloads (new workers import the code \
 again and take over once all are ready; if the new code fails to import, the old workers keep \
-serving); TTIN/TTOU add/remove a worker; TERM stops gracefully (in-flight requests finish, up to \
---graceful-timeout); INT and QUIT stop at once.\n\nExit codes: 2 bad command line, 4 the app \
+serving; with --certfile, the certificate and key are read again for new connections); TTIN/TTOU add/remove a worker; USR1 reopens the access log; TERM stops gracefully (in-flight requests finish, up to \
+--graceful-timeout); INT and QUIT stop at once; USR2 starts a new tandem (the same command, the \
+binary now on disk) on the same listening sockets and stops this one gracefully once it serves.\n\n\
+Subcommands: 'tandem ctl status|reload|stop|workers +N|-N' and 'tandem top' talk to a running \
+tandem over its --control-socket (see 'tandem ctl --help').\n\nExit codes: 2 bad command line, 4 the app \
 failed to import, 3 workers failed to boot, 1 other start-up errors."
 )]
 struct Cli {
     /// The WSGI application, as MODULE:CALLABLE or MODULE.
     #[arg(value_name = "APP_MODULE")]
-    app: String,
+    app: Option<String>,
+
+    /// Read settings, routes and upstream pools from this TOML file (see
+    /// docs/config.md). Flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+
+    /// Check the configuration, then exit: 0 if it is valid, else 2 with the
+    /// error on one line.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Print the resolved configuration as a config file, then exit.
+    #[arg(long)]
+    print_config: bool,
 
     /// Socket to bind: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeatable.
     /// Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
@@ -251,6 +301,17 @@ struct Cli {
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
 
+    /// Write an access log line per request to FILE ('-' for stdout): nginx's
+    /// "combined" format followed by the request time in seconds and the pid
+    /// of the worker that answered. Reopened on USR1. Relative to --chdir.
+    #[arg(long, value_name = "FILE")]
+    access_logfile: Option<String>,
+
+    /// Access log line format: 'combined' (nginx's, plus request time and
+    /// worker pid) or 'json' (one object per line).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "combined")]
+    access_log_format: crate::front::AccessLogFormat,
+
     /// Threads of the front's event loop. Default: the number of CPU cores.
     #[arg(long, value_name = "INT", hide = true)]
     front_threads: Option<usize>,
@@ -291,13 +352,18 @@ struct Cli {
     #[arg(long, value_name = "INT", default_value_t = 10_000)]
     max_connections: usize,
 
-    /// Proxies trusted to set the client address and scheme (X-Forwarded-For,
-    /// X-Forwarded-Proto): comma-separated addresses or CIDR blocks, or '*'.
-    /// Clients on a unix socket are always trusted.
+    /// Proxies trusted to set the client address, scheme and host
+    /// (X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, or Forwarded):
+    /// comma-separated addresses or CIDR blocks, or '*'. Clients on a unix
+    /// socket are always trusted.
     #[arg(long, value_name = "ADDRS", env = "FORWARDED_ALLOW_IPS", default_value = "127.0.0.1,::1")]
     forwarded_allow_ips: String,
     #[command(flatten)]
     statics: StaticArgs,
+    #[command(flatten)]
+    ops: ops::OpsArgs,
+    #[command(flatten)]
+    protocols: ProtocolArgs,
 }
 
 /// A command line that can't be run, with a message that says why in one line.
@@ -313,43 +379,48 @@ pub enum Invocation {
 }
 
 impl Config {
-    /// Parses `args` (without the program name). `python` is the interpreter
-    /// running tandem.
+    /// Parses `args` (without the program name) and the `--config` file
+    /// they name. `python` is the interpreter running tandem.
     pub fn from_args(args: Vec<String>, python: PathBuf) -> Result<Invocation, ConfigError> {
-        let argv = std::iter::once("tandem".to_string()).chain(args);
-        let cli = match Cli::try_parse_from(argv) {
-            Ok(cli) => cli,
-            Err(err) => {
-                use clap::error::ErrorKind;
-                if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                    return Ok(Invocation::Print(err.render().to_string()));
-                }
-                // clap explains over several lines; keep the explanation
-                // (not the usage and tips) on one line.
-                let text = err.render().to_string();
-                let explanation = text.split("\n\n").next().unwrap_or("invalid arguments");
-                let joined = explanation.split_whitespace().collect::<Vec<_>>().join(" ");
-                let first = joined.strip_prefix("error: ").unwrap_or(&joined);
-                return Err(ConfigError(format!("{first} (see 'tandem --help')")));
-            }
-        };
-        cli.into_config(python).map(|c| Invocation::Run(Box::new(c)))
+        args::from_args(args, python)
+    }
+
+    /// Whether tandem runs an app (and so workers) at all.
+    pub fn has_app(&self) -> bool {
+        !self.app.target.is_empty()
     }
 }
 
 impl Cli {
-    fn into_config(self, python: PathBuf) -> Result<Config, ConfigError> {
+    fn into_config(self, python: PathBuf, file: Option<&file::FileConfig>) -> Result<Config, ConfigError> {
         let err = |msg: String| Err(ConfigError(msg));
-        if self.app.is_empty() || self.app.starts_with(':') || self.app.ends_with(':') {
-            return err(format!("invalid APP_MODULE '{}': expected MODULE or MODULE:CALLABLE", self.app));
-        }
-        let binds = if self.bind.is_empty() {
+        let binds = if let Some(inherited) = ops::inherited_binds()? {
+            inherited
+        } else if self.bind.is_empty() {
             match std::env::var("PORT") {
                 Ok(port) if !port.is_empty() => vec![parse_bind(&format!("0.0.0.0:{port}"))?],
                 _ => vec![parse_bind("127.0.0.1:8000")?],
             }
         } else {
             self.bind.iter().map(|b| parse_bind(b)).collect::<Result<_, _>>()?
+        };
+        let base = match &self.chdir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
+        };
+        let (routes, upstreams, route_app) = match file {
+            Some(file) => routes::from_file(file)?,
+            None => (Vec::new(), Vec::new(), None),
+        };
+        let app = match self.app.or(route_app) {
+            Some(app) => {
+                if app.is_empty() || app.starts_with(':') || app.ends_with(':') {
+                    return err(format!("invalid APP_MODULE '{app}': expected MODULE or MODULE:CALLABLE"));
+                }
+                app
+            }
+            None if file.is_some_and(|f| !f.routes.is_empty()) => String::new(),
+            None => return err("no APP_MODULE given, and no --config file with routes (see 'tandem --help')".into()),
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = match self.workers {
@@ -359,9 +430,10 @@ impl Cli {
                 Err(_) => cores,
             },
         };
-        if workers == 0 {
+        if workers == 0 && !app.is_empty() {
             return err("--workers must be at least 1".into());
         }
+        let workers = if app.is_empty() { 0 } else { workers };
         if self.threads == 0 {
             return err("--threads must be at least 1".into());
         }
@@ -391,11 +463,14 @@ impl Cli {
                 return err(format!("--chdir {}: no such directory", dir.display()));
             }
         }
-        let base = match &self.chdir {
-            Some(dir) => dir.clone(),
-            None => std::env::current_dir().map_err(|e| ConfigError(format!("current directory: {e}")))?,
+        let access_log = match self.access_logfile.as_deref() {
+            None => None,
+            Some("-") => Some(crate::front::AccessLogTarget::Stdout),
+            Some("") => return err("invalid --access-logfile '': expected a file name or '-'".into()),
+            Some(path) => Some(crate::front::AccessLogTarget::File(base.join(path))),
         };
         let (statics, static_options) = self.statics.into_config(&base)?;
+        let protocols = self.protocols.into_config(&base)?;
         let pythonpath =
             self.pythonpath.iter().flat_map(|p| p.split(',')).filter(|p| !p.is_empty()).map(PathBuf::from).collect();
         let client = ClientLimits {
@@ -412,7 +487,7 @@ impl Cli {
         let forwarded_allow_ips = crate::front::TrustedProxies::parse(&self.forwarded_allow_ips)
             .map_err(|why| ConfigError(format!("invalid --forwarded-allow-ips: {why}")))?;
         let config = Config {
-            app: AppSpec { target: self.app, pythonpath, python },
+            app: AppSpec { target: app, pythonpath, python },
             binds,
             workers,
             backlog: self.backlog.max(1),
@@ -425,6 +500,8 @@ impl Cli {
             env,
             chdir: self.chdir,
             log_level,
+            access_log,
+            access_log_format: self.access_log_format,
             front_threads: self.front_threads.unwrap_or(cores).max(1),
             threads: self.threads,
             max_requests: self.max_requests,
@@ -436,6 +513,12 @@ impl Cli {
             forwarded_allow_ips,
             statics,
             static_options,
+            ops: self.ops.into_options()?,
+            routes,
+            upstreams,
+            proxy_protocol: protocols.proxy_protocol,
+            tls: protocols.tls,
+            http2: protocols.http2,
         };
         config.validate()?;
         Ok(config)
@@ -443,10 +526,25 @@ impl Cli {
 }
 
 impl Config {
-    /// Checks what the types can't (for now: the static routes, see
-    /// [`statics::validate`]).
+    /// Checks what the types can't (the static routes, see
+    /// [`statics::validate`], and that they don't clash with the file's).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        statics::validate(&self.statics, &self.static_options)
+        statics::validate(&self.statics, &self.static_options)?;
+        for mount in &self.statics {
+            if self.routes.iter().any(|r| r.host.is_none() && r.prefix == mount.prefix) {
+                return Err(ConfigError(format!("--static prefix '{}' is also a [[route]] prefix", mount.prefix)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every static directory served: `--static` flags and static routes.
+    pub fn static_mounts(&self) -> Vec<StaticMount> {
+        let routes = self.routes.iter().filter_map(|r| match &r.target {
+            Target::Static(mount) => Some(mount.clone()),
+            _ => None,
+        });
+        self.statics.iter().cloned().chain(routes).collect()
     }
 }
 

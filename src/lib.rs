@@ -1,22 +1,36 @@
 //! tandem serves a Python WSGI app with a Rust front and a supervised pool
-//! of Python worker processes, in one process tree.
+//! of Python worker processes, in one process tree; the same binary runs as
+//! a front node (static files and a reverse proxy to other hosts, no
+//! workers) from a config file.
 //!
 //! ```text
-//! client ──TCP──▶ front::listener ─▶ hyper HTTP/1.1 ─▶ front::handler ── router ──┐
-//!                 (max-connections)   reads through       │                           │ Route::Static
-//!                                     front::guard:       │ Route::App                ▼
-//!                                     framing, limits,    │          static_files::serve (files under
-//!                                     timeouts            │          the root; 404, or falls through)
+//! client ──TCP──▶ front::listener ─▶ front::conn: PROXY header (proxy_protocol), TLS (tls),
+//!                 (max-connections)   then HTTP/1.1 or HTTP/2 by ALPN or the h2c preface
+//!                                           │                              │
+//!                      hyper HTTP/1.1 read through front::guard   hyper HTTP/2 (front::h2:
+//!                      (framing, limits, timeouts)                 limits, timeouts)
+//!                                           └──────────┬───────────────────┘
+//!                                                      ▼
+//!                                               front::handler ── router (host, path) ──┐
+//!                                                         │                              │ Route::Static
+//!                                                         │ Route::App / Route::Proxy    ▼
+//!                                                         │          static_files::serve (files under
+//!                                                         │          the root; 404, or falls through)
 //!                                                         │ reads the whole body (request_body)
-//!                                                         ▼
+//!                                                         ├──── Route::Proxy ──▶ proxy::forward ──▶ upstream servers
+//!                                                         ▼                     (pick, keep-alive pool,  (TCP / unix)
 //!                          dispatch::Pool ── one SOCK_SEQPACKET queue ──▶ worker (Python) × N
 //!                                                         ▲                  │ worker::serve:
 //!                     dispatch::read_replies ◀── reply socket per worker ────┘ environ, app, frames
 //!                                                         │
+//!          X-Accel-Redirect? front::accel (an internal static file) instead of the body
 //!                          front::response (buffer / spill / stream) ──▶ client
 //!
-//! supervisor: binds, boots workers, respawns, kills hung ones, stops on TERM/INT/QUIT
-//! wire: the frames on both sockets; sys: the few raw system calls
+//! config: flags + --config TOML → one Config; supervisor: binds, boots workers, respawns,
+//! kills hung ones, reloads on HUP (workers and the TLS certificate), stops on TERM/INT/QUIT;
+//! wire: the frames on both sockets; sys: the few raw system calls; metrics (--metrics-bind),
+//! control (tandem ctl/top), service (sd_notify,
+//! --pid): watching and steering the master from outside
 //! ```
 //!
 //! The master is the Python process that ran the `tandem` console script: it
@@ -25,9 +39,13 @@
 //! [`worker::serve`] once `tandem._worker` has imported the app.
 
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod front;
+pub mod metrics;
+pub mod proxy;
 pub mod router;
+pub mod service;
 pub mod static_files;
 pub mod supervisor;
 pub mod sys;

@@ -365,6 +365,11 @@ pub fn inherited_listener(fd: RawFd) -> io::Result<Inherited> {
     if get(libc::SO_ACCEPTCONN)? == 0 || get(libc::SO_TYPE)? != libc::SOCK_STREAM {
         return Err(not_listening());
     }
+    // Inherited descriptors survive exec; workers must not hold the socket.
+    // SAFETY: fcntl on a plain integer descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: the checks above show `fd` is an open listening stream socket;
     // the user handed it to us with fd://N, so we now own it.
     unsafe {
@@ -386,6 +391,28 @@ pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
     }
     // SAFETY: memfd_create returned a new descriptor that we now own.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Reads up to `buf.len()` bytes of `file` at `offset` only if they are
+/// already in the page cache (`preadv2` with `RWF_NOWAIT`): never waits for
+/// the disk, so it can run on an event-loop thread. `WouldBlock` when the
+/// first byte is not cached; a short count when only the start is. Kernels
+/// or file systems without `RWF_NOWAIT` answer `Unsupported`.
+pub fn pread_cached(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: `iov` describes `buf`, writable and alive for the call; the
+    // descriptor is `file`'s, open for the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let err = io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::EAGAIN) => io::Error::from(io::ErrorKind::WouldBlock),
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => io::Error::from(io::ErrorKind::Unsupported),
+        _ => err,
+    })
 }
 
 /// `struct open_how` of `openat2(2)` (libc's is `non_exhaustive`).
@@ -429,10 +456,36 @@ pub fn open_beneath(dir: &impl AsRawFd, path: &std::path::Path, extra_flags: i32
     Ok(unsafe { std::fs::File::from_raw_fd(rc as RawFd) })
 }
 
+/// This process's real user id.
+pub fn uid() -> u32 {
+    // SAFETY: getuid takes no arguments and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds (what sd_notify's MONOTONIC_USEC wants).
+pub fn monotonic_micros() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn pread_cached_reads_what_the_page_cache_holds() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        let mut buf = [0u8; 4];
+        match pread_cached(&file, &mut buf, 3) {
+            Ok(n) => assert_eq!(&buf[..n], &b"3456"[..n]),
+            Err(e) => assert!(matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported), "{e}"),
+        }
+        assert!(matches!(pread_cached(&file, &mut buf, 10), Ok(0) | Err(_)));
+    }
 
     #[test]
     fn seqpacket_keeps_message_boundaries_and_passes_a_descriptor() {

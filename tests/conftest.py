@@ -25,7 +25,7 @@ APPS = HERE / "apps"
 TANDEM_BIN = os.environ.get("TANDEM_BIN") or str(Path(sys.executable).parent / "tandem")
 READY_TIMEOUT = 20.0
 
-LISTEN_RE = re.compile(r"listening on (http://\S+|unix:\S+)")
+LISTEN_RE = re.compile(r"listening on (https?://\S+|unix:\S+)")
 
 # Variables that change tandem's defaults; tests set them explicitly when they need them.
 _SCRUBBED_ENV = ("PORT", "WEB_CONCURRENCY", "SCRIPT_NAME", "FORWARDED_ALLOW_IPS")
@@ -221,14 +221,19 @@ class Tandem:
         expect_listeners=None,
         pass_fds=(),
         wait=True,
+        stdout=subprocess.DEVNULL,
+        prefix=(),
     ):
+        # app=None: no APP_MODULE argument (it comes from a --config file, or
+        # tandem runs without an app). prefix: a command to run tandem under,
+        # e.g. ("ip", "netns", "exec", NAME).
         self.app = app
-        cmd = [TANDEM_BIN]
+        cmd = [*prefix, TANDEM_BIN]
         for b in binds:
             cmd += ["-b", b]
         if workers is not None:
             cmd += ["-w", str(workers)]
-        cmd += [*args, app]
+        cmd += [*args, *([app] if app else [])]
         self.cmd = cmd
         self.expect_listeners = len(binds) if expect_listeners is None else expect_listeners
         self.lines = []
@@ -238,7 +243,7 @@ class Tandem:
             cwd=str(cwd),
             env=clean_env(env),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             start_new_session=True,
             pass_fds=pass_fds,
@@ -369,13 +374,13 @@ class Tandem:
     @property
     def http_listener(self):
         for listener in self.listeners:
-            if listener.startswith("http://"):
+            if listener.startswith(("http://", "https://")):
                 return listener
         raise AssertionError(f"no TCP listener in {self.listeners}")
 
     @property
     def host(self):
-        host = self.http_listener[len("http://") :].rpartition(":")[0]
+        host = self.http_listener.partition("://")[2].rpartition(":")[0]
         return host.strip("[]")
 
     @property

@@ -70,7 +70,8 @@ def test_docs_have_commands():
 
 
 def rewrite_tandem(argv, site):
-    """The documented tandem arguments, bound to 127.0.0.1:0 and run in `site`."""
+    """The documented tandem arguments, bound to 127.0.0.1:0 and run in `site`
+    (where its pid file and control socket go too)."""
     out = []
     it = iter(argv)
     for arg in it:
@@ -83,6 +84,8 @@ def rewrite_tandem(argv, site):
             out += ["--chdir", str(site)]
         elif arg.startswith("--chdir="):
             out.append(f"--chdir={site}")
+        elif arg in ("--pid", "--control-socket"):
+            out += [arg, str(Path(site) / Path(next(it)).name)]
         else:
             out.append(arg)
     return out

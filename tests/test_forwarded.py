@@ -1,5 +1,6 @@
-"""--forwarded-allow-ips: X-Forwarded-For/-Proto set REMOTE_ADDR and
-wsgi.url_scheme only when the peer is a trusted proxy."""
+"""--forwarded-allow-ips: X-Forwarded-For/-Proto/-Host and Forwarded (RFC
+7239) set REMOTE_ADDR, wsgi.url_scheme and the host only when the peer is a
+trusted proxy."""
 
 from conftest import RawConn, run_tandem
 
@@ -47,3 +48,37 @@ def test_bad_list_is_a_usage_error():
     r = run_tandem(["--forwarded-allow-ips", "10.0.0.0/40", "wsgi_app:app"])
     assert r.returncode == 2
     assert "--forwarded-allow-ips" in r.stderr and "10.0.0.0/40" in r.stderr
+
+
+def echo_with(address, extra):
+    with RawConn(address, timeout=10) as c:
+        c.send(b"GET /echo HTTP/1.1\r\nHost: internal:8000\r\n" + extra + b"\r\n")
+        r = c.read_response()
+    assert r.status == 200
+    return r.json()
+
+
+def test_forwarded_host_from_a_trusted_proxy(server):
+    seen = echo_with(server.address, b"X-Forwarded-Host: example.com:8443\r\n")
+    assert seen["headers"]["HTTP_HOST"] == "example.com:8443"
+    assert (seen["server_name"], seen["server_port"]) == ("example.com", "8443")
+
+
+def test_rfc7239_forwarded_from_a_trusted_proxy(server):
+    header = b'Forwarded: for="[2001:db8::7]:4711";proto=https;host=shop.example\r\n'
+    seen = echo_with(server.address, header)
+    assert (seen["remote_addr"], seen["url_scheme"]) == ("2001:db8::7", "https")
+    assert seen["headers"]["HTTP_HOST"] == "shop.example"
+    assert (seen["server_name"], seen["server_port"]) == ("shop.example", "443")
+
+
+def test_forwarded_host_and_forwarded_ignored_from_untrusted_peers(tandem_factory):
+    t = tandem_factory("wsgi_app:app", "--forwarded-allow-ips", "10.0.0.0/8", workers=1)
+    extra = (
+        b"X-Forwarded-Host: evil.example\r\n"
+        b"Forwarded: for=203.0.113.7;proto=https;host=evil.example\r\n"
+    )
+    seen = echo_with(t.address, extra)
+    assert seen["headers"]["HTTP_HOST"] == "internal:8000"
+    assert (seen["remote_addr"], seen["url_scheme"]) == ("127.0.0.1", "http")
+    assert seen["server_name"] == "internal"

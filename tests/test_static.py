@@ -346,6 +346,43 @@ def test_on_the_fly_gzip(tandem_factory, tree):
     assert "Content-Encoding" not in png.headers
 
 
+def test_the_file_cache_never_serves_a_stale_or_escaped_file(tandem_factory, tmp_path, tree):
+    """Files settle for 2 s before the cache keeps them; after that every use is
+    checked against the file system, so each change below shows at once."""
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "a.css").write_bytes(b"AAAA")
+    (root / "b.css").write_bytes(b"bbbb")
+    t = tandem_factory("wsgi_app:app", "--static", f"/f/={root}", workers=1)
+    time.sleep(3.2)  # past the settle time: from here on the cache holds them
+    gz = {"Accept-Encoding": "gzip"}
+    for _ in range(3):
+        r = t.get("/f/a.css", headers=gz)
+        assert r.body == b"AAAA" and "Vary" not in r.headers, r
+        assert t.get("/f/missing.css").status == 404
+
+    (root / "a.css").write_bytes(b"BBBB")  # same size, new content
+    assert t.get("/f/a.css").body == b"BBBB"
+    (root / "a.css.gz").write_bytes(b"GZ-SIBLING")  # a sibling appears
+    r = t.get("/f/a.css", headers=gz)
+    assert r.body == b"GZ-SIBLING" and r.headers["Content-Encoding"] == "gzip"
+    (root / "missing.css").write_bytes(b"here now")
+    assert t.get("/f/missing.css").body == b"here now"
+
+    assert t.get("/f/b.css").body == b"bbbb"
+    (root / "b.css").unlink()
+    assert t.get("/f/b.css").status == 404
+    os.symlink(tree.base / "secret.txt", root / "b.css")  # a cached name now leads out
+    r = t.get("/f/b.css")
+    assert r.status == 404 and SECRET not in r.body
+
+
+def test_the_file_cache_can_be_turned_off(tandem_factory, tree):
+    t = tandem_factory("wsgi_app:app", *tree.static_args("--static-cache", "0"), workers=1)
+    assert t.get("/static/app.css").body == CSS
+    assert t.get("/static/pre.css", headers={"Accept-Encoding": "br"}).body == b"BROTLI-VARIANT"
+
+
 def test_no_on_the_fly_gzip_by_default(srv):
     r = srv.get("/static/app.css", headers={"Accept-Encoding": "gzip"})
     assert r.body == CSS and "Content-Encoding" not in r.headers
@@ -372,6 +409,70 @@ def test_without_index_option_directories_are_404(tandem_factory, tree):
     for path in ("/static/sub/", "/static/sub", "/static/"):
         r = t.get(path)
         assert r.status == 404 and b"sub index" not in r.body, path
+
+
+def test_autoindex_lists_what_would_be_served(tandem_factory, tree):
+    t = tandem_factory("wsgi_app:app", *tree.static_args("--static-autoindex"), workers=1)
+    r = t.get("/static/")
+    assert r.status == 200, r
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    page = r.body.decode()
+    assert "<title>Index of /static/</title>" in page
+    links = re.findall(r'<a href="([^"]+)">', page)
+    for name in ("app.css", "big.bin", "sub/", "nodir/", "link-in.css"):
+        assert name in links, (name, links)
+    # Dotfiles, symlinks out of the root, FIFOs: not served, so not listed.
+    for hidden in (".env", ".git/", "link-out.txt", "link-out-dir/", "fifo.txt"):
+        assert hidden not in links, (hidden, links)
+    assert "../" not in links, "no way up from the route's root"
+    assert links.index("sub/") < links.index("app.css"), "directories first"
+    assert SECRET not in r.body
+    size = re.search(r'<a href="big.bin">big.bin</a>.* (\d+)\n', page)
+    assert size and int(size.group(1)) == BIG_SIZE, page
+
+    r = t.get("/static/nodir/")
+    assert r.status == 200 and b'<a href="listed-name.txt">listed-name.txt</a>' in r.body
+    assert b'<a href="../">../</a>' in r.body
+    r = t.get("/static/nodir?q=1")
+    assert r.status == 301 and r.headers["Location"] == "/static/nodir/?q=1"
+    head = t.request("HEAD", "/static/nodir/")
+    assert head.status == 200 and head.body == b""
+    assert int(head.headers["Content-Length"]) == len(t.get("/static/nodir/").body)
+
+
+def test_autoindex_prefers_the_index_file(tandem_factory, tree):
+    t = tandem_factory(
+        "wsgi_app:app",
+        *tree.static_args("--static-autoindex", "--static-index", "index.html"),
+        workers=1,
+    )
+    assert t.get("/static/sub/").body == b"<h1>sub index</h1>\n"
+    assert b"listed-name.txt" in t.get("/static/nodir/").body
+
+
+def test_autoindex_shows_dotfiles_and_outside_links_only_when_allowed(tandem_factory, tree):
+    t = tandem_factory(
+        "wsgi_app:app",
+        *tree.static_args("--static-autoindex", "--static-dotfiles", "--static-follow-symlinks"),
+        workers=1,
+    )
+    links = re.findall(r'<a href="([^"]+)">', t.get("/static/").body.decode())
+    for name in (".env", ".git/", "link-out.txt", "link-out-dir/"):
+        assert name in links, (name, links)
+
+
+def test_autoindex_escapes_names(tandem_factory, tmp_path):
+    (tmp_path / 'a <b> & "c".txt').write_bytes(b"x")
+    (tmp_path / "caf\u00e9.txt").write_bytes(b"x")
+    t = tandem_factory(
+        "wsgi_app:app", "--static", f"/f/={tmp_path}", "--static-autoindex", workers=1
+    )
+    page = t.get("/f/").body.decode()
+    assert (
+        '<a href="a%20%3Cb%3E%20%26%20%22c%22.txt">a &lt;b&gt; &amp; &quot;c&quot;.txt</a>' in page
+    ), page
+    assert '<a href="caf%C3%A9.txt">caf\u00e9.txt</a>' in page, page
+    assert t.get("/f/caf%C3%A9.txt").body == b"x"
 
 
 def test_file_with_trailing_slash_is_404(srv):
@@ -473,12 +574,14 @@ def test_help_documents_the_static_flags():
         "--static <PREFIX=DIR>",
         "--static-max-age",
         "--static-index",
+        "--static-autoindex",
         "--static-dotfiles",
         "--static-follow-symlinks",
         "--static-fallthrough",
         "--static-compress",
         "--static-compress-min-size",
         "--static-compress-cache",
+        "--static-cache",
     ):
         assert flag in out, flag
 

@@ -208,11 +208,12 @@ def markdown(
     versions: list[str],
     started: dt.datetime,
     load_after: str,
-    ceilings: dict[str, Ceiling],
-    workers: int,
-    slow: list[slowclients.SlowResult],
-    chart_name: str,
+    ceilings: dict[str, Ceiling] | None = None,
+    workers: int = 0,
+    slow: list[slowclients.SlowResult] | None = None,
+    chart_name: str = "",
 ) -> str:
+    ceilings = ceilings or {}
     out = [f"# tandem benchmark, {started:%Y-%m-%d %H:%M} UTC", "", settings, ""]
     out += _header(machine, versions, load_after)
     disturbed = [
@@ -226,7 +227,9 @@ def markdown(
             f"with other work (up to {max(disturbed):.0f}% of the machine); "
             "see 'other CPU' below**"
         )
-    out += ["", f"![req/s and p99 per scenario and server]({chart_name})", ""]
+    out.append("")
+    if chart_name:
+        out += [f"![req/s and p99 per scenario and server]({chart_name})", ""]
 
     for name, description, note in scenarios:
         these = [r for r in rounds if r.scenario == name]

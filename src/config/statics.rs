@@ -9,6 +9,7 @@ use super::ConfigError;
 const DEFAULT_MAX_AGE: u64 = 60;
 const DEFAULT_COMPRESS_MIN_SIZE: u64 = 1024;
 const DEFAULT_COMPRESS_CACHE: usize = 64 * 1024 * 1024;
+const DEFAULT_FILE_CACHE: usize = 32 * 1024 * 1024;
 
 /// One `--static PREFIX=DIR`: requests under `prefix` are files under `root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub struct StaticOptions {
     /// File served for a request that names a directory (`index.html`);
     /// `None`: directories are 404.
     pub index: Option<String>,
+    /// List a directory that has no index file (HTML, like nginx's
+    /// `autoindex on`) instead of answering 404.
+    pub autoindex: bool,
     /// Serve files and directories whose name starts with '.'.
     pub dotfiles: bool,
     /// Follow symlinks that lead outside the root.
@@ -43,6 +47,9 @@ pub struct StaticOptions {
     pub compress_min_size: u64,
     /// Bytes of compressed files kept in memory.
     pub compress_cache: usize,
+    /// Bytes of small files (and names known to be absent) kept in memory;
+    /// 0 turns the cache off.
+    pub cache: usize,
 }
 
 impl Default for StaticOptions {
@@ -50,12 +57,14 @@ impl Default for StaticOptions {
         StaticOptions {
             max_age: DEFAULT_MAX_AGE,
             index: None,
+            autoindex: false,
             dotfiles: false,
             follow_symlinks: false,
             fallthrough: false,
             compress: false,
             compress_min_size: DEFAULT_COMPRESS_MIN_SIZE,
             compress_cache: DEFAULT_COMPRESS_CACHE,
+            cache: DEFAULT_FILE_CACHE,
         }
     }
 }
@@ -79,9 +88,15 @@ pub(super) struct StaticArgs {
     static_max_age: u64,
 
     /// File to serve for a request naming a directory, e.g. index.html.
-    /// Default: none (directories are 404; there are no listings).
+    /// Default: none (directories are 404, or listed with --static-autoindex).
     #[arg(long, value_name = "NAME")]
     static_index: Option<String>,
+
+    /// List the contents of a directory that has no index file, as an HTML
+    /// page (like nginx's 'autoindex on'). Off by default: directories are 404.
+    /// Listings show only what would be served (no dotfiles, no symlinks out).
+    #[arg(long)]
+    static_autoindex: bool,
 
     /// Serve files and directories whose names start with '.' (hidden, 404, by default).
     #[arg(long)]
@@ -109,6 +124,13 @@ pub(super) struct StaticArgs {
     /// Memory for on-the-fly compressed files; the oldest entries go first.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_COMPRESS_CACHE)]
     static_compress_cache: usize,
+
+    /// Memory for small static files (up to 64 KiB) and for names known to be
+    /// absent, like nginx's open_file_cache. Every use is checked against the
+    /// file system with one stat, so changed files are served at once. 0 turns
+    /// it off.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FILE_CACHE)]
+    static_cache: usize,
 }
 
 impl StaticArgs {
@@ -118,12 +140,14 @@ impl StaticArgs {
         let options = StaticOptions {
             max_age: self.static_max_age,
             index: self.static_index.filter(|name| !name.is_empty()),
+            autoindex: self.static_autoindex,
             dotfiles: self.static_dotfiles,
             follow_symlinks: self.static_follow_symlinks,
             fallthrough: self.static_fallthrough,
             compress: self.static_compress,
             compress_min_size: self.static_compress_min_size,
             compress_cache: self.static_compress_cache,
+            cache: self.static_cache,
         };
         Ok((mounts, options))
     }

@@ -22,9 +22,17 @@ const REPLY_CHANNEL: usize = 16;
 /// or `Failed` at any point.
 #[derive(Debug)]
 pub enum Reply {
-    Head(ResponseHead),
+    /// The response head, and the pid of the worker that sent it.
+    Head {
+        head: ResponseHead,
+        worker: u32,
+    },
     Body(Bytes),
-    File { file: std::fs::File, offset: u64, len: u64 },
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
     End,
     Failed(DispatchError),
 }
@@ -199,6 +207,11 @@ impl Pool {
         Ok(Call { id, replies: rx, pool: Arc::clone(self) })
     }
 
+    /// Requests submitted and not yet taken by a worker (the queue depth).
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Requests pending (queued or running).
     pub fn in_flight(&self) -> usize {
         self.lock().len()
@@ -233,6 +246,7 @@ impl Pool {
             tracing::warn!("request {id} taken twice (by worker {} too)", worker.pid);
             return None;
         }
+        crate::metrics::METRICS.queue_wait(Duration::from_millis(now.saturating_sub(entry.queued_at)));
         entry.worker = Some((Arc::clone(worker), now));
         entry.frame = None;
         Some(entry.replies.clone())

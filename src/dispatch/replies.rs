@@ -100,7 +100,7 @@ async fn pump(
                     running.insert(id, pool.took(id, link));
                     continue;
                 }
-                Message::ResponseHead(head) => Reply::Head(head),
+                Message::ResponseHead(head) => Reply::Head { head, worker: link.pid },
                 Message::Body(data) => Reply::Body(data),
                 Message::File { offset, len } => match fds.pop_front() {
                     Some(fd) => Reply::File { file: fd.into(), offset, len },

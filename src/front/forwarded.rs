@@ -1,19 +1,21 @@
 //! Proxies in front of tandem: which peers are trusted to say who the client
-//! is (`X-Forwarded-For`) and how it connected (`X-Forwarded-Proto`).
+//! is (`X-Forwarded-For`), how it connected (`X-Forwarded-Proto`) and which
+//! host it asked for (`X-Forwarded-Host`), or all three in one `Forwarded`
+//! header (RFC 7239), which wins over the others when present.
 //!
 //! Only a peer in `--forwarded-allow-ips` (or one on a unix socket, as with
 //! gunicorn: a local process such as nginx) changes what the app sees as
-//! `REMOTE_ADDR` and `wsgi.url_scheme`; from anyone else the headers still
-//! reach the app but change nothing. `X-Forwarded-For` is read from the
-//! right, past every trusted proxy, to the first address that isn't one
-//! (nginx's `real_ip_recursive on`, uvicorn's `--forwarded-allow-ips`).
-//! `X-Forwarded-Host` and `Forwarded` (RFC 7239) are not read. Pure: no I/O.
+//! `REMOTE_ADDR`, `wsgi.url_scheme` and `Host` (so `HTTP_HOST`,
+//! `SERVER_NAME` and `SERVER_PORT`); from anyone else the headers still
+//! reach the app but change nothing. The client is found from the right,
+//! past every trusted proxy, to the first address that isn't one (nginx's
+//! `real_ip_recursive on`, uvicorn's `--forwarded-allow-ips`). Pure: no I/O.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{header, HeaderMap, HeaderValue};
 
 use super::handler::Peer;
 use crate::wire::Scheme;
@@ -68,36 +70,139 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 }
 
 /// The connection as the app should see it: `peer` itself, or, from a
-/// trusted proxy, the client and scheme its headers name.
-pub fn resolve(trusted: &TrustedProxies, headers: &HeaderMap, peer: Arc<Peer>) -> Arc<Peer> {
+/// trusted proxy, the client and scheme its headers name. A forwarded host
+/// replaces the request's `Host` header in `headers`.
+pub fn resolve(trusted: &TrustedProxies, headers: &mut HeaderMap, peer: Arc<Peer>) -> Arc<Peer> {
+    let standard = headers.contains_key(header::FORWARDED);
     let has_for = headers.contains_key("x-forwarded-for");
     let has_proto = headers.contains_key("x-forwarded-proto");
-    if !has_for && !has_proto {
+    let has_host = headers.contains_key("x-forwarded-host");
+    if !standard && !has_for && !has_proto && !has_host {
         return peer;
     }
-    // An empty address is a unix-socket peer: a local process, trusted.
-    let peer_trusted = peer.remote_addr.is_empty()
-        || std::str::from_utf8(&peer.remote_addr)
-            .ok()
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .is_some_and(|ip| trusted.contains(ip));
-    if !peer_trusted {
+    if !is_trusted(trusted, &peer) {
         return peer;
     }
-    let client = if has_for { forwarded_client(trusted, headers) } else { None };
-    let scheme = if has_proto { forwarded_scheme(headers) } else { None };
-    if client.is_none() && scheme.is_none() {
+    let said = if standard {
+        forwarded_element(trusted, headers)
+    } else {
+        Said {
+            client: if has_for { forwarded_client(trusted, headers) } else { None },
+            scheme: last_value(headers, "x-forwarded-proto").and_then(parse_scheme),
+            host: last_value(headers, "x-forwarded-host").and_then(parse_host),
+        }
+    };
+    if let Some(host) = said.host {
+        headers.insert(header::HOST, host);
+    }
+    if said.client.is_none() && said.scheme.is_none() {
         return peer;
     }
     let mut seen = (*peer).clone();
-    if let Some(ip) = client {
+    if let Some(ip) = said.client {
         seen.remote_addr = Bytes::from(ip.to_string());
         seen.remote_port = 0;
     }
-    if let Some(scheme) = scheme {
+    if let Some(scheme) = said.scheme {
         seen.scheme = scheme;
     }
     Arc::new(seen)
+}
+
+/// Whether the connection's peer may speak for the client. An empty
+/// address is a unix-socket peer: a local process, trusted.
+pub fn is_trusted(trusted: &TrustedProxies, peer: &Peer) -> bool {
+    peer.remote_addr.is_empty()
+        || std::str::from_utf8(&peer.remote_addr)
+            .ok()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .is_some_and(|ip| trusted.contains(ip))
+}
+
+/// What trusted forwarding headers say about the client.
+#[derive(Debug, Default, PartialEq)]
+struct Said {
+    client: Option<IpAddr>,
+    scheme: Option<Scheme>,
+    host: Option<HeaderValue>,
+}
+
+/// RFC 7239: the element (`for=…;proto=…;host=…`) of the first hop from
+/// the right whose `for` isn't a trusted proxy (the leftmost if all are).
+/// A `for` that is not an address (`unknown`, `_hidden`) ends the search
+/// there without naming a client.
+fn forwarded_element(trusted: &TrustedProxies, headers: &HeaderMap) -> Said {
+    let mut elements = Vec::new();
+    for value in headers.get_all(header::FORWARDED) {
+        let Ok(text) = value.to_str() else { return Said::default() };
+        elements.extend(split_outside_quotes(text, ',').into_iter().filter(|e| !e.trim().is_empty()));
+    }
+    let mut chosen = None;
+    for element in elements.iter().rev() {
+        let pairs = element_pairs(element);
+        let client = pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case("for")).map(|(_, v)| parse_hop(v));
+        chosen = Some((pairs, client.flatten()));
+        match client {
+            Some(Some(ip)) if trusted.contains(ip) => continue,
+            _ => break,
+        }
+    }
+    let Some((pairs, client)) = chosen else { return Said::default() };
+    let get = |key: &str| pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str());
+    Said { client, scheme: get("proto").and_then(parse_scheme), host: get("host").and_then(parse_host) }
+}
+
+/// `key=value` pairs of one `Forwarded` element, quotes removed.
+fn element_pairs(element: &str) -> Vec<(String, String)> {
+    split_outside_quotes(element, ';')
+        .into_iter()
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            let value = value.trim();
+            let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(quoted) => quoted.replace("\\\"", "\"").replace("\\\\", "\\"),
+                None => value.to_string(),
+            };
+            Some((key.trim().to_string(), value))
+        })
+        .collect()
+}
+
+fn split_outside_quotes(text: &str, sep: char) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// The last comma-separated value of the last `name` header (the one the
+/// nearest proxy added).
+fn last_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let last = headers.get_all(name).iter().next_back()?;
+    Some(last.to_str().ok()?.rsplit(',').next()?.trim())
+}
+
+/// A host as a `Host` header may carry it: a name or address, and a port.
+fn parse_host(value: &str) -> Option<HeaderValue> {
+    let ok = !value.is_empty()
+        && value.len() <= 255
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    if ok {
+        HeaderValue::from_str(value).ok()
+    } else {
+        None
+    }
 }
 
 /// The rightmost address in `X-Forwarded-For` that isn't a trusted proxy
@@ -119,10 +224,8 @@ fn parse_hop(item: &str) -> Option<IpAddr> {
     bare.parse::<IpAddr>().or_else(|_| item.parse::<SocketAddr>().map(|s| s.ip())).ok().map(|ip| ip.to_canonical())
 }
 
-/// The scheme the nearest proxy reports (the last value), if it is one we know.
-fn forwarded_scheme(headers: &HeaderMap) -> Option<Scheme> {
-    let last = headers.get_all("x-forwarded-proto").iter().next_back()?;
-    let value = last.to_str().ok()?.rsplit(',').next()?.trim();
+/// `http` or `https`, in any case.
+fn parse_scheme(value: &str) -> Option<Scheme> {
     if value.eq_ignore_ascii_case("https") {
         Some(Scheme::Https)
     } else if value.eq_ignore_ascii_case("http") {
@@ -156,7 +259,7 @@ mod tests {
 
     fn seen(trusted: &str, from: &str, pairs: &[(&'static str, &'static str)]) -> (String, u16, Scheme) {
         let trusted = TrustedProxies::parse(trusted).unwrap();
-        let p = resolve(&trusted, &headers(pairs), peer(from));
+        let p = resolve(&trusted, &mut headers(pairs), peer(from));
         (String::from_utf8(p.remote_addr.to_vec()).unwrap(), p.remote_port, p.scheme)
     }
 
@@ -200,6 +303,60 @@ mod tests {
         assert_eq!(seen("127.0.0.1", "127.0.0.1", &forms).0, "192.0.2.1");
         let garbage = [("x-forwarded-for", "1.1.1.1, unknown")];
         assert_eq!(seen("127.0.0.1", "127.0.0.1", &garbage).0, "127.0.0.1");
+    }
+
+    /// The client, scheme and Host a request ends up with.
+    fn seen_host(trusted: &str, from: &str, pairs: &[(&'static str, &'static str)]) -> (String, Scheme, String) {
+        let trusted = TrustedProxies::parse(trusted).unwrap();
+        let mut h = headers(pairs);
+        h.insert(header::HOST, HeaderValue::from_static("internal:8000"));
+        let p = resolve(&trusted, &mut h, peer(from));
+        let host = h.get(header::HOST).unwrap().to_str().unwrap().to_string();
+        (String::from_utf8(p.remote_addr.to_vec()).unwrap(), p.scheme, host)
+    }
+
+    #[test]
+    fn forwarded_host_from_trusted_peers_only() {
+        let h = [("x-forwarded-host", "example.com"), ("x-forwarded-proto", "https")];
+        assert_eq!(seen_host("127.0.0.1", "127.0.0.1", &h), ("127.0.0.1".into(), Scheme::Https, "example.com".into()));
+        assert_eq!(seen_host("127.0.0.1", "192.0.2.1", &h).2, "internal:8000");
+        let nearest = [("x-forwarded-host", "a.example, b.example:8443")];
+        assert_eq!(seen_host("*", "192.0.2.1", &nearest).2, "b.example:8443");
+        for bad in ["", "a b", "evil/path", "x@y"] {
+            let h = [("x-forwarded-host", bad)];
+            assert_eq!(seen_host("*", "192.0.2.1", &h).2, "internal:8000", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rfc7239_forwarded() {
+        let one = [("forwarded", "for=203.0.113.7;proto=https;host=example.com")];
+        assert_eq!(
+            seen_host("127.0.0.1", "127.0.0.1", &one),
+            ("203.0.113.7".into(), Scheme::Https, "example.com".into())
+        );
+        assert_eq!(
+            seen_host("127.0.0.1", "192.0.2.9", &one),
+            ("192.0.2.9".into(), Scheme::Http, "internal:8000".into())
+        );
+        // The client's element is the first untrusted hop from the right;
+        // quoted IPv6 with a port; case-insensitive keys; several headers.
+        let chain = [
+            ("forwarded", "for=198.51.100.1;proto=http, For=\"[2001:db8::7]:4711\";Proto=https;Host=\"shop.example\""),
+            ("forwarded", "for=10.0.0.5;proto=http;host=internal"),
+        ];
+        assert_eq!(
+            seen_host("127.0.0.1,10.0.0.0/8", "127.0.0.1", &chain),
+            ("2001:db8::7".into(), Scheme::Https, "shop.example".into())
+        );
+        // An obfuscated client: no address, but its proto and host count.
+        let hidden = [("forwarded", "for=_hidden;proto=https;host=example.com")];
+        assert_eq!(seen_host("*", "127.0.0.1", &hidden), ("127.0.0.1".into(), Scheme::Https, "example.com".into()));
+        // Forwarded wins over X-Forwarded-*.
+        let both =
+            [("forwarded", "for=203.0.113.7"), ("x-forwarded-for", "192.0.2.200"), ("x-forwarded-host", "x.example")];
+        assert_eq!(seen_host("*", "127.0.0.1", &both), ("203.0.113.7".into(), Scheme::Http, "internal:8000".into()));
+        assert_eq!(split_outside_quotes("a=\"x,y\",b", ','), vec!["a=\"x,y\"", "b"]);
     }
 
     #[test]

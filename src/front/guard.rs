@@ -165,16 +165,30 @@ where
         }
     }
 
+    /// Counts the first request's header timeout from `at` (the accept,
+    /// before a TLS handshake or protocol sniffing) rather than from now.
+    pub fn accepted_at(mut self, at: Instant) -> GuardedIo<S> {
+        self.accepted = at;
+        self.head_started = at;
+        self.last_input = at;
+        self
+    }
+
     /// Called once hyper is done: answers a refused head, then closes.
-    pub async fn finish(mut self) {
+    /// Returns the status of the answer and its body's length, if one was
+    /// sent, for the access log.
+    pub async fn finish(mut self) -> Option<(StatusCode, u64)> {
         let send_timeout = self.settings.send_timeout;
         let mut linger = false;
+        let mut answered = None;
         if let Some((reject, phase)) = self.refused {
             if phase != Phase::Body && self.refusal_delivered {
                 let status = reject.status();
                 tracing::info!("refused request: {}, {reject}", status.as_u16());
-                let answer = refusal(status);
-                let _ = tokio::time::timeout(send_timeout, self.inner.write_all(&answer)).await;
+                let (answer, body_len) = refusal(status);
+                if let Ok(Ok(())) = tokio::time::timeout(send_timeout, self.inner.write_all(&answer)).await {
+                    answered = Some((status, body_len));
+                }
             }
             linger = !self.input_ended;
         }
@@ -192,6 +206,7 @@ where
             };
             let _ = tokio::time::timeout(LINGER, drain).await;
         }
+        answered
     }
 
     /// The deadline for the input's next byte, and what the client is late for.
@@ -302,7 +317,8 @@ where
                     this.input_ended = true;
                     return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    crate::metrics::METRICS.bytes_in(n);
                     let now = Instant::now();
                     this.last_input = now;
                     if phase == Phase::Idle && this.framing.messages() > 0 {
@@ -322,12 +338,21 @@ where
     }
 }
 
+/// Adds what a write took to the bytes-sent metric.
+fn count_written(written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = written {
+        crate::metrics::METRICS.bytes_out(n);
+    }
+    written
+}
+
 impl<S> hyper::rt::Write for GuardedIo<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(cx, |io, cx| io.poll_write(cx, buf))
+        let written = self.get_mut().poll_write_with(cx, |io, cx| io.poll_write(cx, buf));
+        count_written(written)
     }
 
     fn poll_write_vectored(
@@ -335,7 +360,8 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+        let written = self.get_mut().poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs));
+        count_written(written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -379,7 +405,8 @@ impl Timer {
 }
 
 /// The whole answer to a refused head: the handler's error page, closing.
-fn refusal(status: StatusCode) -> Vec<u8> {
+/// The bytes of a refusal, and the length of its body.
+fn refusal(status: StatusCode) -> (Vec<u8>, u64) {
     let page = super::handler::error_response(status);
     let body = match page.body() {
         ResponseBody::Full(Some(body)) => body.as_ref(),
@@ -398,7 +425,7 @@ fn refusal(status: StatusCode) -> Vec<u8> {
         format!("content-length: {}\r\nconnection: close\r\ndate: {date}\r\n\r\n", body.len()).as_bytes(),
     );
     out.extend_from_slice(body);
-    out
+    (out, body.len() as u64)
 }
 
 #[cfg(test)]
@@ -407,8 +434,10 @@ mod tests {
 
     #[test]
     fn refusal_is_a_complete_closing_response() {
-        let text = String::from_utf8(refusal(StatusCode::URI_TOO_LONG)).unwrap();
+        let (bytes, body_len) = refusal(StatusCode::URI_TOO_LONG);
+        let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body.len() as u64, body_len);
         assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
         assert!(head.contains("\r\nconnection: close"), "{head}");
         assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");

@@ -1,35 +1,63 @@
 //! One request's whole journey through the front, top to bottom:
 //!
 //! ```text
-//! router: a static route → static_files::serve (done, unless it falls through)
-//! read body (413 if too large) → build the request head for the worker
-//!   → dispatch::Pool::submit (503 if the queue is full)
-//!   → wait for the app's head (500 app error, 502 worker died, 504 timeout)
-//!   → stream or buffer the body to the client
+//! router: static route → static_files::serve (done, unless it falls through to the app)
+//!         no route     → 404 (tandem runs without an app)
+//! read body (413 if too large)
+//!   proxy route → proxy::forward (502/504 if no upstream answers)
+//!   app         → build the request head → dispatch::Pool::submit (503 if the queue is full)
+//!                 → wait for the app's head (500 app error, 502 worker died, 504 timeout)
+//! X-Accel-Redirect / X-Sendfile in the head → accel::serve (an internal static file)
+//! otherwise → stream or buffer the body to the client
+//! access log: one line once the response has been sent; metrics: counted by route kind
 //! ```
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::accel;
+use super::access_log::AccessLog;
 use super::request_body::{self, RequestBody};
 use super::response::{self, ResponseBody};
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Pool, Reply};
+use crate::metrics::{RouteKind, METRICS};
+use crate::proxy::{self, Upstream};
 use crate::router::{Route, Router};
 use crate::static_files::{Served, StaticFiles};
 use crate::wire::{RequestHead, Scheme};
 
 /// What every request handler shares: the settings, the route table, the
-/// static-file handler and the app's pool.
+/// static-file handler, the upstream pools and the app's pool.
 pub struct Front {
     pub config: Arc<Config>,
     pub router: Router,
     pub statics: StaticFiles,
+    pub upstreams: Vec<Arc<Upstream>>,
     pub pool: Arc<Pool>,
+    /// `--access-logfile`, if given.
+    pub access_log: Option<AccessLog>,
+    /// `--certfile`: every connection starts with a TLS handshake.
+    pub tls: Option<Arc<super::tls::Tls>>,
+    /// Client connections open: a graceful stop waits for them to finish
+    /// (idle ones close at once), so that a request read just as the stop
+    /// began is still answered.
+    connections: AtomicUsize,
+}
+
+/// Counts a client connection in [`Front::connections`] until dropped.
+pub struct Connection(Arc<Front>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the front knows about a connection before any request on it.
@@ -44,77 +72,226 @@ pub struct Peer {
 }
 
 impl Front {
-    pub fn new(config: Arc<Config>, pool: Arc<Pool>) -> Front {
+    /// The front for `config`; starts the upstream pools' health checks.
+    pub fn new(
+        config: Arc<Config>,
+        pool: Arc<Pool>,
+        access_log: Option<AccessLog>,
+        tls: Option<Arc<super::tls::Tls>>,
+    ) -> Front {
         Front {
-            router: Router::new(&config.statics),
-            statics: StaticFiles::new(&config.statics, config.static_options.clone()),
+            access_log,
+            tls,
+            router: Router::new(&config),
+            statics: StaticFiles::new(&config.static_mounts(), config.static_options.clone()),
+            upstreams: proxy::start(&config.upstreams),
             config,
             pool,
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a client connection until the guard is dropped.
+    pub fn connection(self: &Arc<Self>) -> Connection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Connection(Arc::clone(self))
+    }
+
+    /// Client connections open.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Reopens the log files (on `USR1`, after log rotation).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
         }
     }
 
     /// Answers one request. Never fails: every error becomes a response.
+    /// Counts it in the metrics by the route that answered, and logs it.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: Arc<Peer>,
+        conn: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let (parts, body) = req.into_parts();
-        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &parts.headers, peer);
-        let label = format!("{} {}", parts.method, parts.uri.path());
+        let started = Instant::now();
+        let mut route = RouteKind::App;
+        let (mut parts, body) = req.into_parts();
+        let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, Arc::clone(&conn));
+        let response = match &self.access_log {
+            None => self.respond(parts, body, &conn, &peer, &mut None, &mut route).await,
+            Some(log) => {
+                let mut entry = log.entry(&parts, &peer);
+                let response = self.respond(parts, body, &conn, &peer, &mut entry.worker, &mut route).await;
+                entry.status = response.status().as_u16();
+                response.map(|body| body.logged(entry))
+            }
+        };
+        METRICS.request(route, response.status().as_u16(), started.elapsed());
+        Ok(response)
+    }
 
-        match self.router.route(parts.uri.path()) {
+    /// The journey itself. `conn` is the connection's peer, `peer` what
+    /// trusted proxies say of the client; `worker` learns which worker
+    /// answered, if one did, and `route` which kind of route did.
+    async fn respond(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        conn: &Peer,
+        peer: &Peer,
+        worker: &mut Option<u32>,
+        route: &mut RouteKind,
+    ) -> Response<ResponseBody> {
+        let label = format!("{} {}", parts.method, parts.uri.path());
+        let host = parts.headers.get(header::HOST).and_then(|h| split_host(h.as_bytes())).map(|(name, _)| name);
+        let host = host.as_deref().and_then(|h| std::str::from_utf8(h).ok());
+
+        let upstream = match self.router.route(host, parts.uri.path()) {
             Route::Static { mount, rest } => match self.statics.serve(mount, rest, &parts, &label).await {
-                Served::Response(response) => return Ok(response),
-                Served::FallThrough => {}
+                Served::Response(response) => {
+                    *route = RouteKind::Static;
+                    return response;
+                }
+                Served::FallThrough if self.config.has_app() => None,
+                Served::FallThrough => {
+                    *route = RouteKind::Static;
+                    return not_found(&label);
+                }
             },
-            Route::App => {}
-        }
+            Route::NotFound => {
+                // Answered by the front itself, as a static route would.
+                *route = RouteKind::Static;
+                return not_found(&label);
+            }
+            Route::Proxy(i) => {
+                *route = RouteKind::Proxy;
+                Some(i)
+            }
+            Route::App => None,
+        };
 
         let max = self.config.max_request_body;
         if declared_length(&parts.headers).is_some_and(|len| len > max) {
             tracing::info!("{label}: 413, declared body larger than {max} bytes");
-            return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE));
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE);
         }
-        let body = match request_body::read(body, max, self.config.request_spill).await {
+        let body = match request_body::read(body, max, self.config.request_spill, self.config.client.body_timeout).await
+        {
             Ok(body) => body,
             Err(err) => {
                 tracing::info!("{label}: {}, {err}", err.status().as_u16());
-                return Ok(error_response(err.status()));
+                return error_response(err.status());
             }
         };
+        match upstream {
+            Some(i) => self.proxy(i, &parts, body, conn, &label).await,
+            None => self.call_app(&parts, body, peer, &label, worker).await,
+        }
+    }
 
+    /// Forwards the request to upstream pool `i`.
+    async fn proxy(
+        &self,
+        i: usize,
+        parts: &http::request::Parts,
+        body: RequestBody,
+        conn: &Peer,
+        label: &str,
+    ) -> Response<ResponseBody> {
+        let addr = std::str::from_utf8(&conn.remote_addr).unwrap_or("");
+        let client = proxy::ClientSide {
+            addr,
+            trusted: super::forwarded::is_trusted(&self.config.forwarded_allow_ips, conn),
+            scheme: conn.scheme,
+        };
+        let payload = match body {
+            RequestBody::Mem(data) if data.is_empty() => proxy::Payload::Empty,
+            RequestBody::Mem(data) => proxy::Payload::Mem(data),
+            RequestBody::File { file, len } => proxy::Payload::File(Arc::new(file), len),
+        };
+        let has_body =
+            declared_length(&parts.headers).is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        let out = proxy::Outgoing { parts, payload, has_body, client, label };
+        let answer = match proxy::forward(&self.upstreams[i], out).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                let status = err.status();
+                tracing::error!("{label}: {}, {err}", status.as_u16());
+                return error_response(status);
+            }
+        };
+        let mut head = answer.head;
+        if let Some(redirect) = self.router.has_internal().then(|| accel::target(&head.headers)).flatten() {
+            return accel::serve(self, redirect, parts, &head.headers, label).await;
+        }
+        let streaming = head.headers.get("x-accel-buffering").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
+        head.headers.remove("x-accel-buffering");
+        proxy::strip_response_headers(&mut head.headers);
+        let body = if parts.method == Method::HEAD || answer.body.is_end_stream() {
+            ResponseBody::empty()
+        } else {
+            match response::body(answer.body, streaming, self.config.response_buffer, label.to_string()) {
+                Ok(body) => body,
+                Err(err) => {
+                    tracing::error!("{label}: 502, {err}");
+                    return error_response(StatusCode::BAD_GATEWAY);
+                }
+            }
+        };
+        Response::from_parts(head, body)
+    }
+
+    /// Hands the request to the app's workers.
+    async fn call_app(
+        &self,
+        parts: &http::request::Parts,
+        body: RequestBody,
+        peer: &Peer,
+        label: &str,
+        worker: &mut Option<u32>,
+    ) -> Response<ResponseBody> {
         let head_only = parts.method == Method::HEAD;
-        let call = match self.build_head(&parts, body, &peer) {
-            Ok((head, fd)) => self.pool.submit(label.clone(), head, fd),
+        let call = match self.build_head(parts, body, peer) {
+            Ok((head, fd)) => self.pool.submit(label.to_string(), head, fd),
             Err(err) => Err(DispatchError::Internal(err.to_string())),
         };
         let mut call = match call {
             Ok(call) => call,
-            Err(err) => return Ok(failure(&label, err)),
+            Err(err) => return failure(label, err),
         };
 
         let head = match call.next().await {
-            Reply::Head(head) => head,
-            Reply::Failed(err) => return Ok(failure(&label, err)),
-            _ => return Ok(failure(&label, DispatchError::Internal("reply before response head".into()))),
+            Reply::Head { head, worker: pid } => {
+                *worker = Some(pid);
+                head
+            }
+            Reply::Failed(err) => return failure(label, err),
+            _ => return failure(label, DispatchError::Internal("reply before response head".into())),
         };
         let app_head = match response::convert_head(head) {
             Ok(h) => h,
             Err(why) => {
                 tracing::error!("{label}: 500, app response not sendable: {why}");
-                return Ok(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
+        let accel = app_head.response.headers_ref().filter(|_| self.router.has_internal()).and_then(accel::target);
+        if let Some(redirect) = accel {
+            let original = app_head.response.headers_ref().cloned().unwrap_or_default();
+            return accel::serve(self, redirect, parts, &original, label).await;
+        }
         let body = if head_only {
             ResponseBody::empty()
         } else {
-            match response::body(call, app_head.streaming, self.config.response_buffer, label.clone()) {
+            match response::body(call, app_head.streaming, self.config.response_buffer, label.to_string()) {
                 Ok(body) => body,
-                Err(err) => return Ok(failure(&label, err)),
+                Err(err) => return failure(label, err),
             }
         };
-        Ok(app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR)))
+        app_head.response.body(body).unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR))
     }
 
     /// The request as a worker will see it.
@@ -202,6 +379,11 @@ fn split_host(host: &[u8]) -> Option<(Bytes, Option<u16>)> {
         None => None,
     };
     Some((Bytes::copy_from_slice(name.to_ascii_lowercase().as_bytes()), port))
+}
+
+fn not_found(label: &str) -> Response<ResponseBody> {
+    tracing::info!("{label}: 404, no route");
+    error_response(StatusCode::NOT_FOUND)
 }
 
 /// Logs why a request failed and builds the response the client gets.

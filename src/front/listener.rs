@@ -1,7 +1,7 @@
 //! Listening sockets: binding them at start-up (with errors that name the
 //! address), the accept loops (which stop accepting at `--max-connections`,
-//! leaving further clients in the kernel's listen backlog) and the hyper
-//! connection each client gets, read through `guard`.
+//! leaving further clients in the kernel's listen backlog); what happens on
+//! each accepted connection is `conn`'s business.
 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use hyper::service::service_fn;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
-use super::guard::{GuardedIo, Settings};
 use super::handler::{Front, Peer};
 use crate::config::Bind;
 use crate::wire::Scheme;
@@ -132,8 +129,10 @@ async fn accept_loop(listener: Listener, front: Arc<Front>, slots: Arc<Semaphore
         match accepted {
             Ok((io, peer)) => {
                 let (front, stop) = (Arc::clone(&front), stop.clone());
+                crate::metrics::METRICS.connection_opened();
                 tokio::spawn(async move {
-                    serve_connection(io, Arc::new(peer), front, stop).await;
+                    serve_connection(io, peer, front, stop).await;
+                    crate::metrics::METRICS.connection_closed();
                     drop(slot);
                 });
             }
@@ -184,44 +183,11 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
     }
 }
 
-async fn serve_connection(io: Io, peer: Arc<Peer>, front: Arc<Front>, stop: watch::Receiver<bool>) {
+async fn serve_connection(io: Io, peer: Peer, front: Arc<Front>, stop: watch::Receiver<bool>) {
+    let _open = front.connection();
     match io {
-        Io::Tcp(s) => drive(s, peer, front, stop).await,
-        Io::Unix(s) => drive(s, peer, front, stop).await,
-    }
-}
-
-async fn drive<S>(socket: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let settings = Settings::new(&front.config);
-    let io = GuardedIo::new(socket, settings);
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .keep_alive(settings.keepalive_timeout.is_some())
-        // hyper then reads only between requests and inside bodies, which
-        // lets the guard hold back a refused request until hyper is idle.
-        .half_close(true)
-        // The guard times heads, bodies and idle connections itself.
-        .header_read_timeout(None)
-        .max_buf_size(settings.max_head().min(64 * 1024 * 1024));
-    if settings.limits.fields > 100 {
-        // hyper's own cap (100) would otherwise answer 431 first.
-        builder.max_headers(settings.limits.fields);
-    }
-    let service = service_fn(move |req| Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer))));
-    let mut conn = builder.serve_connection(io, service);
-    let result = tokio::select! {
-        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
-        _ = stopped(&mut stop) => {
-            std::pin::Pin::new(&mut conn).graceful_shutdown();
-            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
-        }
-    };
-    match result {
-        Ok(()) => conn.into_parts().io.finish().await,
-        Err(e) => tracing::debug!("connection error: {e}"),
+        Io::Tcp(s) => super::conn::serve(s, peer, front, stop).await,
+        Io::Unix(s) => super::conn::serve(s, peer, front, stop).await,
     }
 }
 

@@ -1,24 +1,38 @@
-//! The front: listeners, HTTP/1.1 connections and the journey of each
-//! request through tandem.
+//! The front: listeners, TLS, HTTP/1.1 and HTTP/2 connections and the
+//! journey of each request through tandem.
 //!
-//! `listener` binds and accepts; `guard` stands between each socket and
-//! hyper (timeouts, and `framing`'s strict reading of request syntax and
-//! limits); `forwarded` decides what a trusted proxy may say about the
-//! client; `handler` reads one request's whole journey top to bottom;
-//! `request_body` and `response` own the buffering on either side of the
-//! app. What happens inside a worker is `worker`'s business, and how
-//! requests reach workers is `dispatch`'s.
+//! `listener` binds and accepts; `conn` takes a client from accept to close
+//! (the `tls` handshake, then HTTP/1.1 or `h2` for HTTP/2); `guard` stands
+//! between each HTTP/1.1 socket and hyper (timeouts, and `framing`'s strict
+//! reading of request syntax and limits); `proxy_protocol` reads a load
+//! balancer's PROXY header; `forwarded` decides what a trusted proxy may
+//! say about the client; `handler` reads one request's whole journey top
+//! to bottom; `request_body` and `response` own the buffering on either
+//! side of the app or upstream; `accel` serves what `X-Accel-Redirect`
+//! names; `access_log` records each request once its response is sent.
+//! What happens inside a worker is `worker`'s business, and how requests
+//! reach workers is `dispatch`'s.
 
+mod accel;
+mod access_log;
+mod conn;
+mod file_body;
 mod forwarded;
 mod framing;
 mod guard;
+mod h2;
 mod handler;
 mod listener;
+mod proxy_protocol;
 mod request_body;
 mod response;
+mod tls;
 
+pub use access_log::{AccessLog, Format as AccessLogFormat, Target as AccessLogTarget};
 pub use forwarded::TrustedProxies;
+pub use tls::{Tls, TlsError};
 
+pub use file_body::{segments_body, Segment};
 pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};
-pub use response::{segments_body, ResponseBody, Segment};
+pub use response::{BodySource, Piece, ResponseBody};

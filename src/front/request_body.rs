@@ -1,6 +1,8 @@
 //! Reading a request body in full before any worker sees it: in memory up
 //! to the spill threshold, in an unlinked temp file beyond it, refused
-//! with 413 beyond `--max-request-body`.
+//! with 413 beyond `--max-request-body`, with 408 when the client stalls
+//! longer than `--body-timeout` between two pieces (over HTTP/1.1 the guard
+//! usually notices first; over HTTP/2 this is the only clock).
 
 use std::io::{Seek, Write};
 use std::os::fd::OwnedFd;
@@ -30,6 +32,8 @@ pub enum BodyError {
     Read(#[from] hyper::Error),
     #[error("spilling request body to disk: {0}")]
     Spill(#[from] std::io::Error),
+    #[error("request body stalled for more than {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 impl BodyError {
@@ -40,16 +44,27 @@ impl BodyError {
             // too slow) with an error that knows its status.
             BodyError::Read(err) => super::guard::status_of(err).unwrap_or(http::StatusCode::BAD_REQUEST),
             BodyError::Spill(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
+            BodyError::Stalled(_) => http::StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
 
-/// Reads `body` to its end.
-pub async fn read(mut body: Incoming, max: u64, spill_above: usize) -> Result<RequestBody, BodyError> {
+/// Reads `body` to its end, waiting at most `stall` for each piece.
+pub async fn read(
+    mut body: Incoming,
+    max: u64,
+    spill_above: usize,
+    stall: std::time::Duration,
+) -> Result<RequestBody, BodyError> {
     let mut mem = BytesMut::new();
     let mut first: Option<Bytes> = None;
     let mut spill: Option<(tokio::fs::File, u64)> = None;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return Err(BodyError::Stalled(stall)),
+        };
         let Ok(data) = frame?.into_data() else {
             continue;
         };

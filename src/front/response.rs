@@ -1,13 +1,16 @@
-//! Turning a worker's replies into an HTTP response, and the buffering that
-//! frees the worker before a slow client has finished downloading.
+//! Turning a worker's (or an upstream's) reply into an HTTP response, and
+//! the buffering that frees the worker or upstream connection before a slow
+//! client has finished downloading.
 //!
-//! By default the front reads the worker's body as fast as the worker
+//! By default the front reads the body as fast as the worker or upstream
 //! produces it: into memory up to `response_buffer` bytes per response, into
 //! an unlinked temp file beyond that. With `X-Accel-Buffering: no` (as with
 //! nginx) the body streams through instead, and a slow client slows the
-//! worker down.
+//! producer down. Where the pieces come from is a [`BodySource`]: a
+//! dispatch [`Call`] here, an upstream body in `proxy`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -19,6 +22,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::sync::mpsc;
 
+use super::access_log::Entry;
+use super::file_body::{FileBody, Segment};
 use crate::dispatch::{Call, DispatchError, Reply};
 use crate::wire::ResponseHead;
 
@@ -33,11 +38,21 @@ const JOIN_BELOW: usize = 64 * 1024;
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<io::Result<Bytes>>),
+    /// Another body whose bytes are counted for the access log; the line
+    /// is written when this is dropped.
+    Logged(Box<ResponseBody>, Box<Entry>),
+    /// Read from files as the client takes it (static files).
+    Files(Box<FileBody>),
 }
 
 impl ResponseBody {
     pub fn empty() -> ResponseBody {
         ResponseBody::Full(None)
+    }
+
+    /// This body, logged by `entry` once it has been sent.
+    pub fn logged(self, entry: Entry) -> ResponseBody {
+        ResponseBody::Logged(Box::new(self), Box::new(entry))
     }
 }
 
@@ -52,17 +67,32 @@ impl http_body::Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(http_body::Frame::data(d)))),
             ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|item| item.map(|r| r.map(http_body::Frame::data))),
+            ResponseBody::Files(body) => body.poll_next(cx).map(|item| item.map(|r| r.map(http_body::Frame::data))),
+            ResponseBody::Logged(inner, entry) => {
+                let polled = Pin::new(inner.as_mut()).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    entry.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Full(None))
+        match self {
+            ResponseBody::Logged(inner, _) => inner.is_end_stream(),
+            ResponseBody::Files(body) => body.is_done(),
+            other => matches!(other, ResponseBody::Full(None)),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             ResponseBody::Full(data) => http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             ResponseBody::Stream(_) => http_body::SizeHint::default(),
+            ResponseBody::Logged(inner, _) => inner.size_hint(),
+            ResponseBody::Files(body) if body.is_done() => http_body::SizeHint::with_exact(0),
+            ResponseBody::Files(_) => http_body::SizeHint::default(),
         }
     }
 }
@@ -111,35 +141,81 @@ pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
     Ok(AppHead { response, streaming })
 }
 
+/// One piece of a response body, from a worker or an upstream.
+pub enum Piece<E> {
+    Data(Bytes),
+    /// `len` bytes of `file` from `offset` (`wsgi.file_wrapper`).
+    File {
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    },
+    End,
+    Failed(E),
+}
+
+/// Where a response body comes from.
+pub trait BodySource: Send + 'static {
+    type Error: std::fmt::Display + Send + 'static;
+    /// The next piece if one has already arrived, without waiting.
+    fn try_next(&mut self) -> Option<Piece<Self::Error>>;
+    /// The next piece, when it arrives.
+    fn next(&mut self) -> impl Future<Output = Piece<Self::Error>> + Send;
+}
+
+impl From<Reply> for Piece<DispatchError> {
+    fn from(reply: Reply) -> Self {
+        match reply {
+            Reply::Body(data) => Piece::Data(data),
+            Reply::File { file, offset, len } => Piece::File { file, offset, len },
+            Reply::End => Piece::End,
+            Reply::Failed(err) => Piece::Failed(err),
+            Reply::Head { .. } => Piece::Failed(DispatchError::Internal("second response head".into())),
+        }
+    }
+}
+
+impl BodySource for Call {
+    type Error = DispatchError;
+
+    fn try_next(&mut self) -> Option<Piece<DispatchError>> {
+        Call::try_next(self).map(Piece::from)
+    }
+
+    fn next(&mut self) -> impl Future<Output = Piece<DispatchError>> + Send {
+        let reply = Call::next(self);
+        async move { Piece::from(reply.await) }
+    }
+}
+
 /// Builds the body that follows the head. If the whole body has already
 /// arrived it is sent in one piece; otherwise a task buffers it (or streams
 /// it, if `streaming`) while the client downloads.
-pub fn body(
-    mut call: Call,
+pub fn body<S: BodySource>(
+    mut source: S,
     streaming: bool,
     memory_limit: usize,
     label: String,
-) -> Result<ResponseBody, DispatchError> {
+) -> Result<ResponseBody, S::Error> {
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut size = 0;
     loop {
-        match call.try_next() {
-            Some(Reply::Body(data)) => {
+        match source.try_next() {
+            Some(Piece::Data(data)) => {
                 size += data.len();
                 pieces.push(data);
                 if size >= JOIN_BELOW {
                     break;
                 }
             }
-            Some(Reply::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
-            Some(Reply::Failed(err)) => return Err(err),
-            Some(Reply::Head(_)) => return Err(DispatchError::Internal("second response head".into())),
-            Some(Reply::File { file, offset, len }) => {
+            Some(Piece::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
+            Some(Piece::Failed(err)) => return Err(err),
+            Some(Piece::File { file, offset, len }) => {
                 let mut spool = Spool::new(memory_limit);
                 spool.queue.extend(pieces.into_iter().map(Segment::Mem));
                 spool.mem = size;
                 spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
-                return Ok(spawn_pump(call, spool, streaming, label));
+                return Ok(spawn_pump(source, spool, streaming, label));
             }
             None => break,
         }
@@ -147,7 +223,7 @@ pub fn body(
     let mut spool = Spool::new(memory_limit);
     spool.mem = size;
     spool.queue.extend(pieces.into_iter().map(Segment::Mem));
-    Ok(spawn_pump(call, spool, streaming, label))
+    Ok(spawn_pump(source, spool, streaming, label))
 }
 
 fn join(mut pieces: Vec<Bytes>) -> Bytes {
@@ -164,17 +240,17 @@ fn join(mut pieces: Vec<Bytes>) -> Bytes {
     }
 }
 
-fn spawn_pump(call: Call, spool: Spool, streaming: bool, label: String) -> ResponseBody {
+fn spawn_pump<S: BodySource>(source: S, spool: Spool, streaming: bool, label: String) -> ResponseBody {
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-    tokio::spawn(pump(call, spool, tx, streaming, label));
+    tokio::spawn(pump(source, spool, tx, streaming, label));
     ResponseBody::Stream(rx)
 }
 
-/// Moves the app's body to the client. While buffering, replies are taken
-/// from the worker as fast as they come; while streaming, only when the
-/// client has taken what came before.
-async fn pump(
-    mut call: Call,
+/// Moves the body to the client. While buffering, pieces are taken from
+/// the source as fast as they come; while streaming, only when the client
+/// has taken what came before.
+async fn pump<S: BodySource>(
+    mut source: S,
     mut spool: Spool,
     client: mpsc::Sender<io::Result<Bytes>>,
     streaming: bool,
@@ -189,7 +265,7 @@ async fn pump(
         }
         tokio::select! {
             permit = client.reserve(), if can_send => {
-                // A closed client: dropping `call` discards the rest.
+                // A closed client: dropping `source` discards the rest.
                 let Ok(permit) = permit else { return };
                 match spool.next_chunk().await {
                     Ok(chunk) => permit.send(Ok(chunk)),
@@ -200,19 +276,18 @@ async fn pump(
                     }
                 }
             }
-            reply = call.next(), if can_take => {
-                let result = match reply {
-                    Reply::Body(data) => spool.push(data).await,
-                    Reply::File { file, offset, len } => {
+            piece = source.next(), if can_take => {
+                let result = match piece {
+                    Piece::Data(data) => spool.push(data).await,
+                    Piece::File { file, offset, len } => {
                         spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
                         Ok(())
                     }
-                    Reply::End => {
+                    Piece::End => {
                         worker_done = true;
                         Ok(())
                     }
-                    Reply::Head(_) => Err(io::Error::other("second response head")),
-                    Reply::Failed(err) => Err(io::Error::other(err)),
+                    Piece::Failed(err) => Err(io::Error::other(err.to_string())),
                 };
                 if let Err(e) = result {
                     tracing::error!("{label}: response aborted after it started: {e}");
@@ -222,42 +297,6 @@ async fn pump(
             }
         }
     }
-}
-
-/// A piece of a response body: bytes in memory, or a range of a file read
-/// in [`FILE_CHUNK`] pieces only when the client is ready for them.
-pub enum Segment {
-    Mem(Bytes),
-    File { file: Arc<std::fs::File>, offset: u64, len: u64 },
-}
-
-/// A body made of `segments` (static files, multipart ranges): a task
-/// reads file ranges a chunk at a time as the client takes them, so at most
-/// [`CLIENT_QUEUE`] chunks per response are ever in memory.
-pub fn segments_body(segments: Vec<Segment>, label: String) -> ResponseBody {
-    let mut spool = Spool::new(0);
-    for segment in segments {
-        if let Segment::Mem(data) = &segment {
-            spool.mem += data.len();
-        }
-        spool.queue.push_back(segment);
-    }
-    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-    tokio::spawn(async move {
-        while !spool.queue.is_empty() {
-            // A closed client: stop reading.
-            let Ok(permit) = tx.reserve().await else { return };
-            match spool.next_chunk().await {
-                Ok(chunk) => permit.send(Ok(chunk)),
-                Err(e) => {
-                    tracing::error!("{label}: reading file: {e}");
-                    permit.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    ResponseBody::Stream(rx)
 }
 
 /// Response bytes received from the worker and not yet sent to the client.

@@ -1,5 +1,5 @@
 //! The file-system half of serving a file: find the file under the root
-//! (directory index included), pick the representation to send (a
+//! (directory index, or a listing, included), pick the representation to send (a
 //! precompressed sibling the client accepts, a cached gzip, or the file
 //! itself), and read it into memory when it is small.
 //!
@@ -11,7 +11,8 @@
 //! CPU per 10 KB request through the pool against 30 µs inline). A cold
 //! read can stall one runtime thread for a disk access; what can take long
 //! does not happen here: compressing a file ([`Pending::finish`]) and
-//! reading large files (`front::segments_body`) run on the blocking pool.
+//! reading large files from the disk rather than the page cache
+//! (`front::segments_body`) run on the blocking pool.
 //!
 //! Path safety is `path`'s; turning a [`Found`] into a response (ranges,
 //! preconditions, headers) is `serve`'s.
@@ -29,6 +30,8 @@ use super::compress::{self, GzipCache};
 use super::conditional::Validators;
 use super::content_type;
 use super::encoding::{Accepted, Coding};
+use super::file_cache::{CachedFile, DirStamps, FileCache, Probe};
+use super::listing::Listing;
 use super::path::{open_beneath, Opened, Refused, Root};
 use crate::config::StaticOptions;
 
@@ -59,13 +62,15 @@ pub enum Lookup {
     AddSlash,
     /// A gzip the cache doesn't have yet: finish on the blocking pool.
     Compress(Pending),
+    /// A directory without an index file, and `--static-autoindex` is on:
+    /// list it on the blocking pool.
+    Listing(Listing),
 }
 
 /// A file to gzip on the fly before it can be answered.
 pub struct Pending {
     name: String,
-    file: File,
-    meta: Box<std::fs::Metadata>,
+    source: Source,
     resolved: PathBuf,
     want_body: bool,
 }
@@ -74,15 +79,86 @@ impl Pending {
     /// Compresses the file (and caches the result); the identity
     /// representation if gzip doesn't shrink it. Blocking, and CPU-heavy.
     pub fn finish(self, cache: &GzipCache) -> Found {
-        let key = (self.resolved, self.meta.len(), mtime(&self.meta));
-        let packed = match read_all(&self.file, self.meta.len()) {
-            Ok(data) => compress::gzip(&data).unwrap_or(None),
-            Err(_) => None,
+        let (len, modified) = (self.source.len(), self.source.mtime());
+        let data = match &self.source {
+            Source::Cached(cached) => Ok(cached.bytes.clone()),
+            Source::Open(file, _) => read_all(file, len),
         };
-        cache.insert(key, packed.clone());
+        let packed = data.map_or(None, |data| compress::gzip(&data).unwrap_or(None));
+        cache.insert((self.resolved, len, modified), packed.clone());
         match packed {
-            Some(packed) => gzip_found(self.name, &self.meta, packed),
-            None => found_file(self.name, None, true, self.file, &self.meta, self.want_body),
+            Some(packed) => gzip_found(self.name, len, modified, packed),
+            None => found_file(self.name, None, true, self.source, self.want_body),
+        }
+    }
+}
+
+/// A regular file found under the root: open, or held by the file cache.
+enum Source {
+    Open(File, Box<std::fs::Metadata>),
+    Cached(Arc<CachedFile>),
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Open(_, meta) => meta.len(),
+            Source::Cached(cached) => cached.len(),
+        }
+    }
+
+    fn mtime(&self) -> SystemTime {
+        match self {
+            Source::Open(_, meta) => mtime(meta),
+            Source::Cached(cached) => cached.mtime,
+        }
+    }
+}
+
+/// What a name under the root is.
+enum Entry {
+    File(Source),
+    Dir(File),
+    Missing,
+    Refused(Refused),
+}
+
+/// Opens names under one root for one lookup, through the file cache when
+/// there is one.
+struct Opener<'a> {
+    root: &'a Root,
+    follow: bool,
+    cache: Option<&'a FileCache>,
+    dirs: DirStamps,
+}
+
+impl Opener<'_> {
+    fn open(&mut self, rel: &Path) -> Entry {
+        let Some(cache) = self.cache else {
+            return match open_beneath(self.root, rel, self.follow) {
+                Opened::File(file, meta) => Entry::File(Source::Open(file, meta)),
+                Opened::Dir(dir) => Entry::Dir(dir),
+                Opened::Missing => Entry::Missing,
+                Opened::Refused(why) => Entry::Refused(why),
+            };
+        };
+        let path = self.root.path.join(rel);
+        match cache.probe(&path, &mut self.dirs) {
+            Probe::File(cached) => return Entry::File(Source::Cached(cached)),
+            Probe::Missing => return Entry::Missing,
+            Probe::Unknown => {}
+        }
+        match open_beneath(self.root, rel, self.follow) {
+            Opened::File(file, meta) => match cache.remember_file(&path, &file, &meta) {
+                Some(cached) => Entry::File(Source::Cached(cached)),
+                None => Entry::File(Source::Open(file, meta)),
+            },
+            Opened::Dir(dir) => Entry::Dir(dir),
+            Opened::Missing => {
+                cache.remember_missing(&path, &mut self.dirs);
+                Entry::Missing
+            }
+            Opened::Refused(why) => Entry::Refused(why),
         }
     }
 }
@@ -107,30 +183,46 @@ pub enum Content {
 }
 
 /// Finds what `wanted` names. Blocking, but brief (see the module comment).
-pub fn lookup(wanted: Wanted<'_>, options: &StaticOptions, gzip_cache: Option<&GzipCache>) -> Lookup {
-    let follow = options.follow_symlinks;
+pub fn lookup(
+    wanted: Wanted<'_>,
+    options: &StaticOptions,
+    gzip_cache: Option<&GzipCache>,
+    file_cache: Option<&FileCache>,
+) -> Lookup {
+    let mut opener =
+        Opener { root: wanted.root, follow: options.follow_symlinks, cache: file_cache, dirs: DirStamps::default() };
     let mut rel = PathBuf::from_iter(&wanted.segments);
     let mut name = wanted.segments.last().cloned().unwrap_or_default();
-    let (file, meta) = match open_beneath(wanted.root, &rel, follow) {
-        Opened::File(..) if wanted.trailing_slash => return Lookup::Missing,
-        Opened::File(file, meta) => (file, meta),
-        Opened::Dir => {
-            let Some(index) = &options.index else {
+    let source = match opener.open(&rel) {
+        Entry::File(_) if wanted.trailing_slash => return Lookup::Missing,
+        Entry::File(source) => source,
+        Entry::Dir(dir) => {
+            if options.index.is_none() && !options.autoindex {
                 return Lookup::Missing;
-            };
+            }
             if !wanted.trailing_slash {
                 return Lookup::AddSlash;
             }
-            rel.push(index);
-            name.clone_from(index);
-            match open_beneath(wanted.root, &rel, follow) {
-                Opened::File(file, meta) => (file, meta),
-                Opened::Refused(why) => return Lookup::Refused(why),
-                Opened::Dir | Opened::Missing => return Lookup::Missing,
+            let listing = || match options.autoindex {
+                true => Lookup::Listing(Listing::new(dir, wanted.root, &rel, options)),
+                false => Lookup::Missing,
+            };
+            let Some(index) = &options.index else {
+                return listing();
+            };
+            let mut index_rel = rel.join(index);
+            match opener.open(&index_rel) {
+                Entry::File(source) => {
+                    std::mem::swap(&mut rel, &mut index_rel);
+                    name.clone_from(index);
+                    source
+                }
+                Entry::Refused(why) => return Lookup::Refused(why),
+                Entry::Dir(_) | Entry::Missing => return listing(),
             }
         }
-        Opened::Missing => return Lookup::Missing,
-        Opened::Refused(why) => return Lookup::Refused(why),
+        Entry::Missing => return Lookup::Missing,
+        Entry::Refused(why) => return Lookup::Refused(why),
     };
 
     // Siblings go through the same checks: one that is a symlink leading
@@ -139,16 +231,16 @@ pub fn lookup(wanted: Wanted<'_>, options: &StaticOptions, gzip_cache: Option<&G
     for coding in Coding::PRECOMPRESSED {
         let mut sibling = rel.clone().into_os_string();
         sibling.push(coding.suffix());
-        let Opened::File(file, meta) = open_beneath(wanted.root, Path::new(&sibling), follow) else {
+        let Entry::File(sibling) = opener.open(Path::new(&sibling)) else {
             continue;
         };
         vary = true;
         if wanted.accepted.accepts(coding) {
-            return Lookup::Found(found_file(name, Some(coding), vary, file, &meta, wanted.want_body));
+            return Lookup::Found(found_file(name, Some(coding), vary, sibling, wanted.want_body));
         }
     }
 
-    let len = meta.len();
+    let (len, modified) = (source.len(), source.mtime());
     let compressible = gzip_cache.is_some()
         && (options.compress_min_size..=compress::MAX_INPUT).contains(&len)
         && content_type::is_compressible(&name);
@@ -156,46 +248,51 @@ pub fn lookup(wanted: Wanted<'_>, options: &StaticOptions, gzip_cache: Option<&G
         vary = true;
         if wanted.accepted.gzip {
             let resolved = wanted.root.path.join(&rel);
-            match cache.get(&(resolved.clone(), len, mtime(&meta))) {
-                Some(Some(packed)) => return Lookup::Found(gzip_found(name, &meta, packed)),
+            match cache.get(&(resolved.clone(), len, modified)) {
+                Some(Some(packed)) => {
+                    crate::metrics::METRICS.gzip_cache(true);
+                    return Lookup::Found(gzip_found(name, len, modified, packed));
+                }
                 Some(None) => {} // known not to shrink
-                None => return Lookup::Compress(Pending { name, file, meta, resolved, want_body: wanted.want_body }),
+                None => {
+                    crate::metrics::METRICS.gzip_cache(false);
+                    return Lookup::Compress(Pending { name, source, resolved, want_body: wanted.want_body });
+                }
             }
         }
     }
-    Lookup::Found(found_file(name, None, vary, file, &meta, wanted.want_body))
+    Lookup::Found(found_file(name, None, vary, source, wanted.want_body))
 }
 
-fn found_file(
-    name: String,
-    coding: Option<Coding>,
-    vary: bool,
-    file: File,
-    meta: &std::fs::Metadata,
-    want_body: bool,
-) -> Found {
-    let validators = Validators::new(mtime(meta), meta.len(), coding.map(Coding::token));
-    let small = (want_body && meta.len() <= SMALL_FILE).then(|| read_all(&file, meta.len())).and_then(Result::ok);
-    let (len, content) = match small {
-        Some(bytes) => (bytes.len() as u64, Content::Mem(bytes)),
-        None => (meta.len(), Content::File(Arc::new(file))),
+fn found_file(name: String, coding: Option<Coding>, vary: bool, source: Source, want_body: bool) -> Found {
+    let validators = Validators::new(source.mtime(), source.len(), coding.map(Coding::token));
+    let (len, content) = match source {
+        Source::Cached(cached) => (cached.len(), Content::Mem(cached.bytes.clone())),
+        Source::Open(file, meta) => {
+            let small =
+                (want_body && meta.len() <= SMALL_FILE).then(|| read_all(&file, meta.len())).and_then(Result::ok);
+            match small {
+                Some(bytes) => (bytes.len() as u64, Content::Mem(bytes)),
+                None => (meta.len(), Content::File(Arc::new(file))),
+            }
+        }
     };
     Found { name, coding, vary, validators, len, content }
 }
 
-fn gzip_found(name: String, meta: &std::fs::Metadata, packed: Bytes) -> Found {
+fn gzip_found(name: String, len: u64, modified: SystemTime, packed: Bytes) -> Found {
     Found {
         name,
         coding: Some(Coding::Gzip),
         vary: true,
-        validators: Validators::new(mtime(meta), meta.len(), Some("gzip")),
+        validators: Validators::new(modified, len, Some("gzip")),
         len: packed.len() as u64,
         content: Content::Mem(packed),
     }
 }
 
 /// Reads up to `len` bytes from the start of `file` (fewer if it shrank).
-fn read_all(file: &File, len: u64) -> std::io::Result<Bytes> {
+pub(super) fn read_all(file: &File, len: u64) -> std::io::Result<Bytes> {
     let mut buf = Vec::with_capacity(len as usize);
     file.take(len).read_to_end(&mut buf)?;
     Ok(Bytes::from(buf))

@@ -137,7 +137,8 @@ impl Root {
 pub enum Opened {
     /// A regular file and its metadata.
     File(File, Box<Metadata>),
-    Dir,
+    /// A directory, opened for reading its entries.
+    Dir(File),
     /// Nothing there, or nothing that can be served (a socket, a device).
     Missing,
     Refused(Refused),
@@ -175,7 +176,7 @@ fn resolve_then_open(root: &Root, rel: &Path) -> Opened {
 
 fn classify(opened: io::Result<Option<(File, Metadata)>>) -> Opened {
     match opened {
-        Ok(Some((_, meta))) if meta.is_dir() => Opened::Dir,
+        Ok(Some((dir, meta))) if meta.is_dir() => Opened::Dir(dir),
         Ok(Some((file, meta))) if meta.is_file() => Opened::File(file, Box::new(meta)),
         Ok(_) | Err(_) => Opened::Missing,
     }
@@ -281,8 +282,8 @@ mod tests {
             for inside in ["in.txt", "alias", "absolute-alias", "d/../in.txt"] {
                 assert!(matches!(open(inside, false), Opened::File(..)), "{inside}");
             }
-            assert!(matches!(open("d", false), Opened::Dir));
-            assert!(matches!(open("", false), Opened::Dir));
+            assert!(matches!(open("d", false), Opened::Dir(_)));
+            assert!(matches!(open("", false), Opened::Dir(_)));
             assert!(matches!(open("nope", false), Opened::Missing));
             for outside in ["out", "up", "up/etc/passwd", ".."] {
                 let got = open(outside, false);

@@ -2,15 +2,18 @@
 //!
 //! ```text
 //! method (405 unless GET/HEAD) → path::segments (400/404 if refused)
-//!   → lookup (404 or fall through if missing, 301 to add a '/'; gzip on the blocking pool)
+//!   → lookup (404 or fall through if missing, 301 to add a '/'; gzip and
+//!     directory listings on the blocking pool)
 //!   → preconditions (304, 412) → Range and If-Range (206, multipart 206, 416)
 //!   → headers (type, length, validators, cache, coding, Vary) → body
 //! ```
 //!
 //! Bodies: files up to `lookup::SMALL_FILE` are read during the lookup (on
-//! the runtime thread; `lookup` says why) and sent from memory; larger ones are read in 256 KiB `pread`s on the
-//! blocking pool as the client takes them (`front::segments_body`), so
-//! memory per response stays bounded whatever the file size. True
+//! the runtime thread; `lookup` says why) and sent from memory; larger ones
+//! are read in 256 KiB `pread`s as the client takes them
+//! (`front::segments_body`: from the page cache on the runtime thread, from
+//! the disk on the blocking pool), so memory per response stays bounded
+//! whatever the file size. True
 //! `sendfile(2)` is not possible here: hyper owns the connection and only
 //! accepts body bytes from user space, so each chunk is copied once from
 //! the page cache. Everything about the connection itself is the front's.
@@ -27,6 +30,8 @@ use super::compress::GzipCache;
 use super::conditional::{self, Precondition};
 use super::content_type;
 use super::encoding::Accepted;
+use super::file_cache::FileCache;
+use super::listing::{self, Listing};
 use super::lookup::{self, Content, Found, Lookup, Wanted};
 use super::path::{self, Root};
 use super::range::{self, ByteRange, Piece, Ranges};
@@ -35,10 +40,11 @@ use crate::front::{error_response, segments_body, ResponseBody, Segment};
 
 /// The static-file handler shared by every connection.
 pub struct StaticFiles {
-    /// Each route's root, by prefix.
-    roots: HashMap<String, Root>,
+    /// Each route's root, by directory.
+    roots: HashMap<std::path::PathBuf, Root>,
     options: Arc<StaticOptions>,
     gzip_cache: Option<Arc<GzipCache>>,
+    file_cache: Option<FileCache>,
 }
 
 /// What became of a request under a static prefix.
@@ -50,9 +56,10 @@ pub enum Served {
 
 impl StaticFiles {
     pub fn new(mounts: &[StaticMount], options: StaticOptions) -> StaticFiles {
-        let roots = mounts.iter().map(|m| (m.prefix.clone(), Root::open(&m.root))).collect();
+        let roots = mounts.iter().map(|m| (m.root.clone(), Root::open(&m.root))).collect();
         let gzip_cache = options.compress.then(|| Arc::new(GzipCache::new(options.compress_cache)));
-        StaticFiles { roots, options: Arc::new(options), gzip_cache }
+        let file_cache = (options.cache > 0).then(|| FileCache::new(options.cache, lookup::SMALL_FILE));
+        StaticFiles { roots, options: Arc::new(options), gzip_cache, file_cache }
     }
 
     /// Answers a request for `rest` (the raw path after `mount.prefix`).
@@ -71,7 +78,7 @@ impl StaticFiles {
             Err(why) => return refuse(label, why),
         };
 
-        let Some(root) = self.roots.get(&mount.prefix) else {
+        let Some(root) = self.roots.get(&mount.root) else {
             tracing::error!("{label}: 500, no root for {}", mount.prefix);
             return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
         };
@@ -82,7 +89,7 @@ impl StaticFiles {
             accepted: Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING)),
             want_body: parts.method == Method::GET,
         };
-        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref()) {
+        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref(), self.file_cache.as_ref()) {
             Lookup::Found(found) => found,
             Lookup::Missing if fallthrough => return Served::FallThrough,
             Lookup::Missing => {
@@ -91,6 +98,7 @@ impl StaticFiles {
             }
             Lookup::Refused(why) => return refuse(label, why),
             Lookup::AddSlash => return Served::Response(add_slash(parts)),
+            Lookup::Listing(listing) => return Served::Response(list(listing, parts, label).await),
             Lookup::Compress(pending) => {
                 let Some(cache) = self.gzip_cache.clone() else {
                     return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
@@ -225,6 +233,31 @@ fn body(content: Content, pieces: Vec<Piece>, label: &str) -> ResponseBody {
             segments_body(segments, label.to_string())
         }
     }
+}
+
+/// A directory listing (`--static-autoindex`), read on the blocking pool.
+async fn list(listing: Listing, parts: &http::request::Parts, label: &str) -> Response<ResponseBody> {
+    let shown = listing::shown_path(parts.uri.path());
+    let html = match tokio::task::spawn_blocking(move || listing.render(&shown)).await {
+        Ok(Ok(html)) => html,
+        Ok(Err(err)) => {
+            tracing::error!("{label}: 500, cannot read the directory: {err}");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        Err(err) => {
+            tracing::error!("{label}: 500, listing failed: {err}");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    let mut response = Response::new(ResponseBody::empty());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(html.len()));
+    if parts.method == Method::GET {
+        *response.body_mut() = ResponseBody::Full(Some(html));
+    }
+    response
 }
 
 fn refuse(label: &str, why: path::Refused) -> Served {

@@ -10,20 +10,25 @@
 //! - HUP (or a changed file with `--reload`) boots a new generation of
 //!   workers on a new queue and switches to it only once every new worker
 //!   has loaded the app; if the new code fails to import, the old
-//!   generation keeps serving;
+//!   generation keeps serving; every reload also has `front::Tls` read
+//!   the certificate again;
 //! - TTIN / TTOU add or remove a worker; TERM stops gracefully, INT and
-//!   QUIT at once.
+//!   QUIT at once;
+//! - USR2 hands the listening sockets to a new tandem and stops once it
+//!   serves; the control socket asks for the same things as the signals
+//!   (`ops` owns both, with the metrics listener, pid file and sd_notify).
 //!
 //! Worker state lives here ([`Supervisor::status`]); the dispatcher only
 //! knows which worker holds which request.
 
 mod lost;
+mod ops;
 mod preload;
 mod reload;
 mod spawn;
 mod watch;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -36,8 +41,11 @@ use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 
 use crate::config::Config;
 use crate::dispatch::{self, LinkEnd, Pool, Queue, WorkerLink};
-use crate::front::{self, Front};
+use crate::front::{self, AccessLog, Front};
+use crate::service;
 use crate::sys;
+
+pub use ops::UPGRADE_FROM_ENV;
 
 /// Exit code of a worker (and of tandem) when the app can't be imported.
 pub const APP_LOAD_ERROR: i32 = 4;
@@ -89,6 +97,11 @@ enum Event {
     Forked {
         generation: u64,
         pid: u32,
+    },
+    /// The new master started by USR2 exited.
+    SuccessorExited {
+        pid: u32,
+        status: Option<ExitStatus>,
     },
 }
 
@@ -150,6 +163,11 @@ struct Supervisor {
     /// Workers that died young, in a row.
     quick_deaths: u32,
     stopping: bool,
+    /// Workers killed for `--timeout`, until their exit is seen.
+    timed_out: HashSet<u32>,
+    ops: ops::Ops,
+    /// `--certfile`: read again with every reload.
+    tls: Option<Arc<front::Tls>>,
 }
 
 struct Signals {
@@ -159,6 +177,8 @@ struct Signals {
     hup: Signal,
     ttin: Signal,
     ttou: Signal,
+    usr1: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -170,19 +190,39 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 }
 
 /// Runs tandem until it is told to stop. Returns the process exit code.
 pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
+    let start_dir = std::env::current_dir().context("reading the current directory")?;
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).with_context(|| format!("--chdir {}", dir.display()))?;
     }
+    // Opened first: its files (pid, control socket) go when it is dropped.
+    let mut ops = ops::Ops::open(&config, start_dir)?;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(front::Tls::load(files, &config.http2)?)),
+        None => None,
+    };
     let listeners = front::bind_all(&config.binds)?;
-    let socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
+    let mut socket_files: Vec<_> = listeners.iter().filter_map(|l| l.owned_path().cloned()).collect();
+    socket_files.extend(ops.taken_over_files(&listeners));
+    let access_log = match &config.access_log {
+        Some(target) => Some(
+            AccessLog::start(target.clone(), config.access_log_format)
+                .with_context(|| format!("cannot open the access log {target}"))?,
+        ),
+        None => None,
+    };
     let pool = Pool::new(config.backlog).context("creating the request queue")?;
+    ops.keep_listeners(&listeners);
     let mut sup = Supervisor::new(Arc::clone(&config), Arc::clone(&pool));
+    sup.ops = ops;
+    sup.tls = tls;
     let mut signals = Signals::new()?;
 
     let booted = tokio::select! {
@@ -199,10 +239,13 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
 
     let (stop_tx, stop_rx) = watch_channel::channel(false);
     for listener in &listeners {
-        tracing::info!("listening on {}", listener.url());
+        let url = listener.url();
+        let url = if sup.tls.is_some() { url.replacen("http://", "https://", 1) } else { url };
+        tracing::info!("listening on {url}");
     }
-    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool)));
-    front::serve(listeners, front, stop_rx);
+    let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), access_log, sup.tls.clone()));
+    front::serve(listeners, Arc::clone(&front), stop_rx.clone());
+    sup.ops.serving(&pool, &stop_rx, sup.target);
     if config.reload {
         sup.watch_files();
     }
@@ -213,23 +256,39 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
             Some(event) = sup.events.recv() => sup.on_event(event),
             _ = tick.tick() => sup.reap_hung(),
             _ = signals.hup.recv() => sup.start_reload("HUP"),
-            _ = signals.ttin.recv() => sup.add_worker(),
-            _ = signals.ttou.recv() => sup.remove_worker(),
+            _ = signals.ttin.recv() => sup.add_worker("TTIN"),
+            _ = signals.ttou.recv() => sup.remove_worker("TTOU"),
+            _ = signals.usr1.recv() => front.reopen_logs(),
+            _ = signals.usr2.recv() => sup.start_upgrade(),
+            Some(request) = sup.ops.commands.recv() => if sup.on_control(request) { break true },
             _ = signals.term.recv() => break true,
             _ = signals.int.recv() => break false,
             _ = signals.quit.recv() => break false,
         }
+        sup.publish();
     };
 
+    service::notify("STOPPING=1");
     sup.stopping = true;
     let _ = stop_tx.send(true);
     let mut grace = TERM_GRACE;
     if graceful {
         tracing::info!("stopping: finishing in-flight requests (up to {}s)", config.graceful_timeout.as_secs());
         let deadline = tokio::time::Instant::now() + config.graceful_timeout;
-        while sup.pool.in_flight() > 0 {
+        // Until every connection has finished its last response (idle ones
+        // close at once), or no worker is left to finish the app's requests
+        // (a TERM sent to the whole process group stops them too).
+        while sup.pool.in_flight() > 0 || front.connections() > 0 {
+            if sup.pool.in_flight() > 0 && sup.config.has_app() && sup.workers.is_empty() {
+                tracing::warn!("{} requests still in flight, and no worker left to finish them", sup.pool.in_flight());
+                break;
+            }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!("{} requests still in flight after --graceful-timeout", sup.pool.in_flight());
+                tracing::warn!(
+                    "{} requests and {} connections still in flight after --graceful-timeout",
+                    sup.pool.in_flight(),
+                    front.connections()
+                );
                 grace = Duration::ZERO;
                 break;
             }
@@ -245,7 +304,11 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         grace = Duration::ZERO;
     }
     sup.stop_workers(grace).await;
-    remove_files(&socket_files);
+    if sup.ops.handed_over() {
+        tracing::info!("listening sockets stay open in the new tandem");
+    } else {
+        remove_files(&socket_files);
+    }
     tracing::info!("stopped");
     Ok(0)
 }
@@ -275,12 +338,19 @@ impl Supervisor {
             endings: HashMap::new(),
             quick_deaths: 0,
             stopping: false,
+            timed_out: HashSet::new(),
+            ops: ops::Ops::default(),
+            tls: None,
         }
     }
 
     /// Starts the first generation and waits until every worker has loaded
     /// the app. Returns an exit code if they can't.
     async fn boot(&mut self) -> Option<i32> {
+        if !self.config.has_app() {
+            tracing::info!("no app: serving static and proxy routes only, without workers");
+            return None;
+        }
         if self.config.preload {
             if let Some(code) = self.boot_template().await {
                 return Some(code);
@@ -389,6 +459,7 @@ impl Supervisor {
             Event::TemplateReady { generation } => self.on_template_ready(generation),
             Event::TemplateExited { generation, status } => self.on_template_exit(generation, status),
             Event::Forked { generation, pid } => self.on_forked(generation, pid),
+            Event::SuccessorExited { pid, status } => self.on_successor_exit(pid, status),
         }
     }
 
@@ -451,6 +522,7 @@ impl Supervisor {
         }
         let code = status.and_then(|s| s.code());
         let retired = code == Some(0) && worker.state == State::Ready;
+        self.count_restart(pid, retired, worker.link.served());
         if retired {
             tracing::info!("worker {pid} retired; starting a replacement");
             self.quick_deaths = 0;
@@ -520,15 +592,19 @@ impl Supervisor {
         }
     }
 
-    fn add_worker(&mut self) {
+    fn add_worker(&mut self, why: &str) {
+        if !self.config.has_app() {
+            tracing::info!("{why}: no app, no workers to add");
+            return;
+        }
         self.target += 1;
-        tracing::info!("TTIN: going to {} workers", self.target);
+        tracing::info!("{why}: going to {} workers", self.target);
         self.fill();
     }
 
-    fn remove_worker(&mut self) {
+    fn remove_worker(&mut self, why: &str) {
         if self.target <= 1 {
-            tracing::info!("TTOU: keeping the last worker");
+            tracing::info!("{why}: keeping the last worker");
             return;
         }
         self.target -= 1;
@@ -542,7 +618,7 @@ impl Supervisor {
             w.state = State::Draining;
             // The worker finishes its current request, then exits.
             let _ = sys::kill(*pid, libc::SIGTERM);
-            tracing::info!("TTOU: going to {} workers; worker {pid} stops after its current request", self.target);
+            tracing::info!("{why}: going to {} workers; worker {pid} stops after its current request", self.target);
         }
     }
 
@@ -556,6 +632,7 @@ impl Supervisor {
                 "worker {pid} timed out after {}s on {label}: dumping its stack and killing it",
                 timeout.as_secs()
             );
+            self.timed_out.insert(pid);
             let _ = sys::kill(pid, libc::SIGABRT);
             tokio::spawn(async move {
                 tokio::time::sleep(DUMP_GRACE).await;

@@ -1,5 +1,6 @@
 //! Generations of workers: HUP / `--reload` reloads, and the `--preload`
-//! templates that fork each generation's workers.
+//! templates that fork each generation's workers. A reload also reads the
+//! TLS certificate again (`front::Tls::reload`), for new connections.
 //!
 //! A reload boots a whole new generation on a new queue (with `--preload`,
 //! a new template first, which imports the new code). Only when every new
@@ -20,8 +21,11 @@ impl Supervisor {
     /// Boots the next generation. Requests keep going to the current one
     /// until the new one is ready.
     pub(super) fn start_reload(&mut self, why: &str) {
-        if self.stopping {
+        if self.stopping || !self.config.has_app() {
             return;
+        }
+        if let Some(tls) = &self.tls {
+            tls.reload(why);
         }
         if let Some(reload) = &self.reload {
             tracing::info!("{why}: reload to generation {} already in progress", reload.generation);
@@ -36,6 +40,7 @@ impl Supervisor {
             }
         };
         tracing::info!("{why}: reloading, booting {} workers of generation {generation}", self.target);
+        crate::service::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading", sys::monotonic_micros()));
         self.reload = Some(Reload { generation, queue: Arc::clone(&queue), ready: 0 });
         if self.config.preload {
             // Workers are forked once the new template has imported the app.
@@ -62,11 +67,15 @@ impl Supervisor {
         let old = self.generation;
         self.generation = reload.generation;
         self.pool.switch(reload.queue);
+        let mut replaced = 0;
         for w in self.workers.values_mut().filter(|w| w.generation < reload.generation) {
             // They serve what is already queued for them, then see the old
             // queue close and exit.
             w.state = State::Draining;
+            replaced += 1;
         }
+        crate::metrics::METRICS.restart(crate::metrics::RestartReason::Reload, replaced);
+        crate::service::notify(&format!("READY=1\nSTATUS=serving generation {}", self.generation));
         self.quick_deaths = 0;
         self.retire_idle_templates();
         tracing::info!("reload complete: generation {} serving, generation {old} draining", self.generation);
@@ -82,6 +91,7 @@ impl Supervisor {
             let _ = sys::kill(template.pid, libc::SIGKILL);
         }
         tracing::error!("reload failed: {why}; generation {} keeps serving", self.generation);
+        crate::service::notify(&format!("READY=1\nSTATUS=reload failed, generation {} serving", self.generation));
     }
 
     pub(super) fn watch_files(&self) {

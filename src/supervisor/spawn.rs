@@ -98,3 +98,36 @@ fn jitter(max: u64) -> u64 {
         .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     hasher.finish() % (max + 1)
 }
+
+/// Starts the tandem that takes over from this one (USR2): the same
+/// command line, run again from the directory tandem started in, with the
+/// listening sockets `listeners` inherited and named in `TANDEM_FDS` (and
+/// the metrics listener in `TANDEM_METRICS_FD`). It is not tied to this
+/// process's life: it outlives it.
+pub fn start_successor(listeners: &[RawFd], metrics: Option<RawFd>, cwd: &std::path::Path) -> std::io::Result<Started> {
+    let mut argv = std::env::args_os();
+    let program = argv.next().ok_or_else(|| std::io::Error::other("no command line to run again"))?;
+    let fds: Vec<String> = listeners.iter().map(|fd| fd.to_string()).collect();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(argv)
+        .current_dir(cwd)
+        .env(crate::config::INHERITED_FDS_ENV, fds.join(","))
+        .env(crate::supervisor::UPGRADE_FROM_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(false);
+    if let Some(fd) = metrics {
+        cmd.env(crate::config::INHERITED_METRICS_FD_ENV, fd.to_string());
+    }
+    let inherit: Vec<RawFd> = listeners.iter().copied().chain(metrics).collect();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls fcntl on plain integers (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &inherit {
+                sys::clear_cloexec(*fd)?;
+            }
+            Ok(())
+        });
+    }
+    run(cmd)
+}

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""tandem as a reverse proxy against nginx, in front of the same upstreams.
+
+Scenarios (each starts its upstreams once, so both proxies face the very same
+processes):
+
+- proxy-gunicorn: one gunicorn (sync workers) serving bench/apps/hello.py;
+- proxy-two-nodes: two tandem app nodes serving bench/apps/hello.py.
+
+Proxies: a tandem front node (`--config`, no app, no workers: one proxy route
+to the pool, keep-alive to the upstreams, least-outstanding balancing) and
+nginx (`proxy_pass` to an `upstream` block with `keepalive` and `least_conn`,
+HTTP/1.1 to the upstreams, the same forwarding headers), each with as many
+threads / worker processes as --proxy-workers. For each round, each proxy in
+turn: start it, check it answers, warm up, measure with wrk, stop it. Medians
+and ratios go to bench/results/ in run.py's format.
+
+Reuses run.py's settings and bench/harness (process groups, wrk, CPU, report).
+Run it with bench/.venv's python after `bash bench/setup.sh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from harness import BenchFailed, cpu, report, wrk
+from harness.paths import APPS_DIR, HOST, RESULTS_DIR, venv
+from harness.process import Running, first_line_of, free_port
+from harness.servers import NGINX, server_env
+from run import START_TIMEOUT, STOP_TIMEOUT, say
+
+WARMUP_SECONDS = 1
+
+APP = "hello:app"
+BODY = b"Hello, world!\n"
+
+# scenario -> (description, [(name, argv(port, workers))] of its upstreams)
+SCENARIOS = {
+    "proxy-gunicorn": (
+        "proxy → one gunicorn (sync workers) serving the hello-world app",
+        lambda port, w: [venv("gunicorn"), "-w", str(w), "-b", f"{HOST}:{port}", APP],
+        1,
+    ),
+    "proxy-two-nodes": (
+        "proxy → two tandem app nodes serving the hello-world app",
+        lambda port, w: [venv("tandem"), APP, "-w", str(w), "-b", f"{HOST}:{port}"],
+        2,
+    ),
+}
+
+
+def tandem_front(conf_dir: Path, port: int, upstreams: list[int], workers: int) -> list[str]:
+    servers = ", ".join(f'"{HOST}:{p}"' for p in upstreams)
+    (conf_dir / "front.toml").write_text(
+        f"""front-threads = {workers}
+[[listen]]
+bind = "{HOST}:{port}"
+[[route]]
+prefix = "/"
+proxy = "apps"
+[upstream.apps]
+servers = [{servers}]
+"""
+    )
+    return [venv("tandem"), "--config", str(conf_dir / "front.toml")]
+
+
+def nginx_front(conf_dir: Path, port: int, upstreams: list[int], workers: int) -> list[str]:
+    servers = "".join(f"server {HOST}:{p}; " for p in upstreams)
+    (conf_dir / "nginx.conf").write_text(
+        f"""daemon off;
+master_process on;
+worker_processes {workers};
+pid {conf_dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {conf_dir}/body;
+    proxy_temp_path {conf_dir}/proxy;
+    fastcgi_temp_path {conf_dir}/fastcgi;
+    uwsgi_temp_path {conf_dir}/uwsgi;
+    scgi_temp_path {conf_dir}/scgi;
+    upstream apps {{ least_conn; {servers} keepalive 32; }}
+    server {{
+        listen {HOST}:{port};
+        location / {{
+            proxy_pass http://apps;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+    )
+    return [NGINX, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
+
+
+PROXIES = {"tandem-front": tandem_front, "nginx": nginx_front}
+VERSIONS = {"tandem-front": [venv("tandem"), "--version"], "nginx": [NGINX, "-v"]}
+
+
+def measure(name: str, upstreams: list[int], args, tmp: Path, raw) -> wrk.WrkResult:
+    port = free_port(HOST)
+    conf_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
+    argv = PROXIES[name](conf_dir, port, upstreams, args.proxy_workers)
+    url = f"http://{HOST}:{port}/"
+    running = Running(name, argv, APPS_DIR, server_env(), tmp / f"{name}-{port}.log")
+    try:
+        running.wait_ready(url, BODY, START_TIMEOUT)
+        wrk.run(url, WARMUP_SECONDS, args.connections, args.threads)
+        before = cpu.snapshot(running.pgid)
+        result, text = wrk.run(url, args.duration, args.connections, args.threads)
+        result.cpu = cpu.use(before, cpu.snapshot(running.pgid))
+        raw.write(f"### {name}\n$ {' '.join(argv)}\n{text}\n")
+        running.check_alive()
+        return result
+    finally:
+        running.stop(STOP_TIMEOUT)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="workers of each upstream (default 2)")
+    p.add_argument(
+        "--proxy-workers", type=int, default=2, help="proxy threads/processes (default 2)"
+    )
+    p.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="subset of: " + ", ".join(SCENARIOS)
+    )
+    p.add_argument("--out", type=Path, help="markdown file (default bench/results/DATE-proxy.md)")
+    args = p.parse_args(argv)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if not scenarios or any(s not in SCENARIOS for s in scenarios):
+        p.error(f"--scenarios: choose from {', '.join(SCENARIOS)}")
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk not found: run `bash bench/setup.sh` first")
+
+    started = dt.datetime.now(dt.timezone.utc)
+    machine = report.machine_info()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out_path = args.out or RESULTS_DIR / f"{started:%Y-%m-%d}-proxy.md"
+    rounds: list[report.Round] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="tandem-bench-proxy-") as tmp_name,
+        open(out_path.with_suffix(".raw"), "w") as raw,
+    ):
+        tmp = Path(tmp_name)
+        for sc in scenarios:
+            _, upstream_argv, count = SCENARIOS[sc]
+            backends = []
+            try:
+                for i in range(count):
+                    port = free_port(HOST)
+                    b = Running(
+                        f"{sc}-upstream{i}",
+                        upstream_argv(port, args.workers),
+                        APPS_DIR,
+                        server_env(),
+                        tmp / f"{sc}-upstream{i}.log",
+                    )
+                    backends.append((b, port))
+                    b.wait_ready(f"http://{HOST}:{port}/", BODY, START_TIMEOUT)
+                ports = [port for _, port in backends]
+                for n in range(1, args.rounds + 1):
+                    for name in PROXIES:
+                        r = report.Round(n, sc, name)
+                        try:
+                            r.result = measure(name, ports, args, tmp, raw)
+                        except (BenchFailed, OSError, subprocess.TimeoutExpired) as e:
+                            r.error = str(e) or e.__class__.__name__
+                        rounds.append(r)
+                        say(f"round {n}/{args.rounds} {sc} {name}: {report.one_line(r)}")
+            finally:
+                for b, _ in backends:
+                    b.stop(STOP_TIMEOUT)
+
+    text = report.markdown(
+        rounds,
+        settings=(
+            f"Proxies with {args.proxy_workers} threads/worker processes; upstreams with "
+            f"{args.workers} workers each; wrk {args.threads} threads, {args.connections} "
+            f"connections, {args.duration} s per measurement after a {WARMUP_SECONDS} s warm-up; "
+            f"{args.rounds} alternating rounds; all on {HOST}. Server CPU is the proxy's alone."
+        ),
+        scenarios=[(sc, SCENARIOS[sc][0], "") for sc in scenarios],
+        servers=list(PROXIES),
+        baselines=["nginx"],
+        machine=machine,
+        versions=[first_line_of(VERSIONS[name]) for name in PROXIES],
+        started=started,
+        load_after=report.load_average(),
+    )
+    out_path.write_text(
+        text.replace("Generated by `bench/run.py`", "Generated by `bench/proxy.py`")
+    )
+    print(text)
+    say(f"wrote {out_path}")
+    return 0 if all(r.result for r in rounds) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

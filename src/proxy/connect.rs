@@ -1,0 +1,58 @@
+//! Opening an HTTP/1.1 connection to an upstream server, over TCP or a
+//! unix socket, within the pool's connect timeout.
+//!
+//! The connection itself runs in its own task (hyper's client connection
+//! future); what is sent on it is `forward`'s business, and keeping it for
+//! the next request is `upstream`'s.
+
+use std::time::Duration;
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use crate::config::ServerAddr;
+use crate::front::ResponseBody;
+
+/// The sending half of one upstream connection; request bodies are the
+/// front's body type (bytes in memory or chunks read from a spill file).
+pub type Sender = http1::SendRequest<ResponseBody>;
+
+/// Why no connection could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP handshake: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// Connects to `addr` and starts the HTTP/1.1 connection task.
+pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+    let opened = tokio::time::timeout(timeout, async {
+        match addr {
+            ServerAddr::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                handshake(stream).await
+            }
+            ServerAddr::Unix(path) => handshake(tokio::net::UnixStream::connect(path).await?).await,
+        }
+    })
+    .await;
+    opened.map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+async fn handshake<S>(stream: S) -> Result<Sender, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!("upstream connection ended: {err}");
+        }
+    });
+    Ok(sender)
+}

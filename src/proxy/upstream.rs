@@ -1,0 +1,269 @@
+//! One upstream pool: its servers, how the next one is picked, which are
+//! out of service (passive and active health), and the idle keep-alive
+//! connections to each.
+//!
+//! A server is *ejected* after `max-fails` failures in a row (connect
+//! refused or timed out, reset, no response head in time) for
+//! `fail-timeout`; then it gets requests again, and its first success
+//! makes it whole. The active check (`health.rs`) marks a server *down*
+//! until a check passes. Forwarding a request is `forward`'s business.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::connect::Sender;
+use crate::config::{Balance, ServerAddr, UpstreamSpec};
+
+/// One server of a pool, and what the front knows of it.
+pub struct Node {
+    pub addr: ServerAddr,
+    /// `upstream NAME server ADDR`, for messages.
+    pub label: String,
+    /// The address as a `Host` header, for requests that came without one.
+    pub host: String,
+    pub weight: u32,
+    /// Requests sent to it and not yet answered in full.
+    outstanding: AtomicUsize,
+    /// Failures in a row.
+    fails: AtomicU32,
+    /// Ejected by failures until this instant.
+    ejected_until: Mutex<Option<Instant>>,
+    /// Marked down by the active health check.
+    down: AtomicBool,
+    /// Idle keep-alive connections, newest last.
+    idle: Mutex<Vec<Sender>>,
+}
+
+/// An upstream pool.
+pub struct Upstream {
+    pub spec: UpstreamSpec,
+    pub nodes: Vec<Node>,
+    /// Round-robin position, in units of weight.
+    turn: AtomicUsize,
+}
+
+/// A request counted against a node until dropped.
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    node: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.nodes[self.node].outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Upstream {
+    pub fn new(spec: UpstreamSpec) -> Upstream {
+        let nodes = spec
+            .servers
+            .iter()
+            .map(|s| Node {
+                label: format!("upstream {} server {}", spec.name, s.addr),
+                host: s.addr.to_string(),
+                addr: s.addr.clone(),
+                weight: s.weight,
+                outstanding: AtomicUsize::new(0),
+                fails: AtomicU32::new(0),
+                ejected_until: Mutex::new(None),
+                down: AtomicBool::new(false),
+                idle: Mutex::new(Vec::new()),
+            })
+            .collect();
+        Upstream { spec, nodes, turn: AtomicUsize::new(0) }
+    }
+
+    /// Picks a server for the next try, never one in `tried`. Servers in
+    /// service come first; when none is, an ejected or down one is tried
+    /// rather than failing at once (nginx does the same).
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let open = |i: &usize| !tried.contains(i);
+        let any_healthy = (0..self.nodes.len()).filter(open).any(|i| self.nodes[i].in_service(now));
+        let candidate = |i: &usize| open(i) && (!any_healthy || self.nodes[*i].in_service(now));
+        let count = (0..self.nodes.len()).filter(candidate).count();
+        if count == 0 {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let n = self.nodes.len();
+        match self.spec.balance {
+            Balance::RoundRobin => {
+                let total: usize = (0..n).filter(candidate).map(|i| self.nodes[i].weight as usize).sum();
+                let mut at = turn % total.max(1);
+                for i in (0..n).filter(candidate) {
+                    let w = self.nodes[i].weight as usize;
+                    if at < w {
+                        return Some(i);
+                    }
+                    at -= w;
+                }
+                (0..n).filter(candidate).last()
+            }
+            Balance::LeastOutstanding => {
+                // Fewest in flight per unit of weight; ties go round in turn.
+                (0..n).map(|k| (turn + k) % n).filter(candidate).min_by(|&a, &b| {
+                    let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+                    let load_a = (na.outstanding.load(Ordering::Relaxed) as u64 + 1) * u64::from(nb.weight);
+                    let load_b = (nb.outstanding.load(Ordering::Relaxed) as u64 + 1) * u64::from(na.weight);
+                    load_a.cmp(&load_b)
+                })
+            }
+        }
+    }
+
+    /// Counts a request against node `i` until the guard is dropped.
+    pub fn start(self: &Arc<Self>, i: usize) -> InFlight {
+        self.nodes[i].outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight { upstream: Arc::clone(self), node: i }
+    }
+
+    /// Node `i` answered: it is whole again.
+    pub fn succeeded(&self, i: usize) {
+        let node = &self.nodes[i];
+        if node.fails.swap(0, Ordering::Relaxed) > 0 {
+            let was_ejected = node.ejected_until.lock().map(|mut e| e.take().is_some()).unwrap_or(false);
+            if was_ejected {
+                tracing::info!("upstream {} server {}: back in service", self.spec.name, node.addr);
+            }
+        }
+    }
+
+    /// Node `i` failed; eject it after `max-fails` in a row.
+    pub fn failed(&self, i: usize) {
+        let node = &self.nodes[i];
+        let fails = node.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= self.spec.max_fails {
+            if let Ok(mut until) = node.ejected_until.lock() {
+                let fresh = until.is_none_or(|t| t <= Instant::now());
+                *until = Some(Instant::now() + self.spec.fail_timeout);
+                if fresh {
+                    tracing::warn!(
+                        "upstream {} server {}: out of service for {}s after {fails} failures in a row",
+                        self.spec.name,
+                        node.addr,
+                        self.spec.fail_timeout.as_secs_f64()
+                    );
+                }
+            }
+            // Its idle connections are as suspect as the server.
+            if let Ok(mut idle) = node.idle.lock() {
+                idle.clear();
+            }
+        }
+    }
+
+    /// The active health check's verdict on node `i`.
+    pub fn set_down(&self, i: usize, down: bool, why: &str) {
+        let node = &self.nodes[i];
+        let was = node.down.swap(down, Ordering::Relaxed);
+        if down && !was {
+            tracing::warn!(
+                "upstream {} server {}: health check failed ({why}), out of service",
+                self.spec.name,
+                node.addr
+            );
+            if let Ok(mut idle) = node.idle.lock() {
+                idle.clear();
+            }
+        } else if !down && was {
+            node.fails.store(0, Ordering::Relaxed);
+            if let Ok(mut e) = node.ejected_until.lock() {
+                *e = None;
+            }
+            tracing::info!("upstream {} server {}: health check passed, back in service", self.spec.name, node.addr);
+        }
+    }
+
+    /// An idle connection to node `i`, if one is still open.
+    pub fn idle_connection(&self, i: usize) -> Option<Sender> {
+        let mut idle = self.nodes[i].idle.lock().ok()?;
+        while let Some(sender) = idle.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose last response has been read in full.
+    pub fn release(&self, i: usize, sender: Sender) {
+        if !sender.is_ready() {
+            return;
+        }
+        if let Ok(mut idle) = self.nodes[i].idle.lock() {
+            if idle.len() >= self.spec.keepalive {
+                idle.remove(0);
+            }
+            if self.spec.keepalive > 0 {
+                idle.push(sender);
+            }
+        }
+    }
+}
+
+impl Node {
+    fn in_service(&self, now: Instant) -> bool {
+        if self.down.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.ejected_until.lock().map(|e| e.is_none_or(|t| t <= now)).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Server, UpstreamEntry};
+
+    fn pool(balance: Balance, weights: &[u32]) -> Arc<Upstream> {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Server { addr: ServerAddr::Tcp(([127, 0, 0, 1], 9000 + i as u16).into()), weight })
+            .collect();
+        let text = "servers = [\"127.0.0.1:9000\"]\nmax-fails = 2";
+        let mut entry = toml::from_str::<UpstreamEntry>(text).unwrap().resolve("t").unwrap();
+        entry.servers = servers;
+        entry.balance = balance;
+        Arc::new(Upstream::new(entry))
+    }
+
+    #[test]
+    fn round_robin_follows_weights() {
+        let up = pool(Balance::RoundRobin, &[1, 3]);
+        let picks: Vec<usize> = (0..8).map(|_| up.pick(&[]).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 6);
+        assert_eq!(up.pick(&[0, 1]), None);
+        assert_eq!(up.pick(&[1]), Some(0));
+    }
+
+    #[test]
+    fn least_outstanding_avoids_busy_servers() {
+        let up = pool(Balance::LeastOutstanding, &[1, 1, 1]);
+        let _a = up.start(0);
+        let _b = up.start(1);
+        assert_eq!(up.pick(&[]), Some(2));
+        let _c = up.start(2);
+        let _d = up.start(2);
+        assert!(matches!(up.pick(&[]), Some(0 | 1)));
+    }
+
+    #[test]
+    fn failures_eject_and_success_restores() {
+        let up = pool(Balance::RoundRobin, &[1, 1]);
+        up.failed(0);
+        assert!(up.nodes[0].in_service(Instant::now()));
+        up.failed(0);
+        assert!(!up.nodes[0].in_service(Instant::now()));
+        assert!((0..4).all(|_| up.pick(&[]) == Some(1)));
+        // With every server out, one is still tried.
+        up.set_down(1, true, "test");
+        assert!(up.pick(&[]).is_some());
+        up.set_down(1, false, "test");
+        up.succeeded(0);
+        assert!(up.nodes[0].in_service(Instant::now()));
+    }
+}
