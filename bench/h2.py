@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness import BenchFailed, report
 from harness.process import Running, first_line_of, free_port
-from harness.servers import server_env
+from harness.servers import nginx_command, server_env
 
 BENCH_DIR = Path(__file__).resolve().parent
 APPS_DIR = BENCH_DIR / "apps"
@@ -70,34 +70,18 @@ def tandem_tls(work: Path, workers: int, port: int) -> list[str]:
 
 def nginx_tls(work: Path, workers: int, port: int) -> list[str]:
     conf = Path(tempfile.mkdtemp(prefix="nginx-", dir=work))
-    (conf / "nginx.conf").write_text(
-        f"""daemon off;
-master_process on;
-worker_processes {workers};
-pid {conf}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_timeout 0;
+    http = f"""    keepalive_timeout 0;
     ssl_session_cache off;
     ssl_session_tickets off;
     ssl_protocols TLSv1.2 TLSv1.3;
-    client_body_temp_path {conf}/body;
-    proxy_temp_path {conf}/proxy;
-    fastcgi_temp_path {conf}/fastcgi;
-    uwsgi_temp_path {conf}/uwsgi;
-    scgi_temp_path {conf}/scgi;
     server {{
         listen {HOST}:{port} ssl;
         ssl_certificate {work / "cert.pem"};
         ssl_certificate_key {work / "key.pem"};
         location /static/ {{ alias {work / "static"}/; }}
     }}
-}}
 """
-    )
-    return ["/usr/sbin/nginx", "-p", str(conf), "-c", str(conf / "nginx.conf")]
+    return nginx_command(conf, workers, http)
 
 
 # scenario -> (url template, h2load options, {server: command})

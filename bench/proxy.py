@@ -32,7 +32,7 @@ from pathlib import Path
 from harness import BenchFailed, cpu, report, wrk
 from harness.paths import APPS_DIR, HOST, RESULTS_DIR, venv
 from harness.process import Running, first_line_of, free_port
-from harness.servers import NGINX, server_env
+from harness.servers import NGINX, nginx_command, server_env
 from run import START_TIMEOUT, STOP_TIMEOUT, say
 
 WARMUP_SECONDS = 1
@@ -73,21 +73,7 @@ servers = [{servers}]
 
 def nginx_front(conf_dir: Path, port: int, upstreams: list[int], workers: int) -> list[str]:
     servers = "".join(f"server {HOST}:{p}; " for p in upstreams)
-    (conf_dir / "nginx.conf").write_text(
-        f"""daemon off;
-master_process on;
-worker_processes {workers};
-pid {conf_dir}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {conf_dir}/body;
-    proxy_temp_path {conf_dir}/proxy;
-    fastcgi_temp_path {conf_dir}/fastcgi;
-    uwsgi_temp_path {conf_dir}/uwsgi;
-    scgi_temp_path {conf_dir}/scgi;
+    http = f"""    keepalive_requests 1000000;
     upstream apps {{ least_conn; {servers} keepalive 32; }}
     server {{
         listen {HOST}:{port};
@@ -100,10 +86,8 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
-}}
 """
-    )
-    return [NGINX, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
+    return nginx_command(conf_dir, workers, http)
 
 
 PROXIES = {"tandem-front": tandem_front, "nginx": nginx_front}

@@ -44,10 +44,14 @@ def tandem(sc: Scenario, workers: int, port: int) -> list[str]:
     return argv
 
 
-def nginx(sc: Scenario, workers: int, port: int) -> list[str]:
-    # nginx alone serving the same directory: `workers` worker processes, sendfile on.
-    conf_dir = Path(tempfile.mkdtemp(prefix="tandem-bench-nginx-"))
-    atexit.register(shutil.rmtree, conf_dir, True)  # after the run, when nginx is long gone
+def nginx_command(conf_dir: Path, workers: int, http: str) -> list[str]:
+    """Writes conf_dir/nginx.conf for a foreground nginx with `workers` worker
+    processes, no access log and its temp files under conf_dir, whose http
+    block also holds `http` (server blocks and settings); returns the command."""
+    temp = "".join(
+        f"    {kind}_temp_path {conf_dir}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     (conf_dir / "nginx.conf").write_text(
         f"""daemon off;
 master_process on;
@@ -56,24 +60,27 @@ pid {conf_dir}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 4096; }}
 http {{
-    include /etc/nginx/mime.types;
     access_log off;
+{temp}{http}}}
+"""
+    )
+    return [NGINX, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
+
+
+def nginx(sc: Scenario, workers: int, port: int) -> list[str]:
+    # nginx alone serving the same directory: `workers` worker processes, sendfile on.
+    conf_dir = Path(tempfile.mkdtemp(prefix="tandem-bench-nginx-"))
+    atexit.register(shutil.rmtree, conf_dir, True)  # after the run, when nginx is long gone
+    http = f"""    include /etc/nginx/mime.types;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    client_body_temp_path {conf_dir}/body;
-    proxy_temp_path {conf_dir}/proxy;
-    fastcgi_temp_path {conf_dir}/fastcgi;
-    uwsgi_temp_path {conf_dir}/uwsgi;
-    scgi_temp_path {conf_dir}/scgi;
     server {{
         listen {HOST}:{port};
         location /static/ {{ alias {STATIC_DIR}/; }}
     }}
-}}
 """
-    )
-    return [NGINX, "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")]
+    return nginx_command(conf_dir, workers, http)
 
 
 def gunicorn(sc: Scenario, workers: int, port: int) -> list[str]:
