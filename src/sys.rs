@@ -393,6 +393,43 @@ pub fn memfd(name: &std::ffi::CStr) -> io::Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// What `stat(2)` says of a file: its identity and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub is_dir: bool,
+}
+
+/// `fstatat(2)` of `path` relative to the directory `dir`, following
+/// symlinks: the kernel walks only `path`'s own components. Like `stat`, it
+/// does not confine the walk to `dir`.
+pub fn stat_at(dir: &impl AsRawFd, path: &std::path::Path) -> io::Result<FileStat> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut st = mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is writable storage for one
+    // `struct stat`, both alive for the call.
+    let rc = unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr(), st.as_mut_ptr(), 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled in `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(FileStat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+        is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+    })
+}
+
 /// Reads up to `buf.len()` bytes of `file` at `offset` only if they are
 /// already in the page cache (`preadv2` with `RWF_NOWAIT`): never waits for
 /// the disk, so it can run on an event-loop thread. `WouldBlock` when the
@@ -474,6 +511,21 @@ pub fn monotonic_micros() -> u64 {
 mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn stat_at_agrees_with_std() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"12345").unwrap();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        let st = stat_at(&root, std::path::Path::new("d/f")).unwrap();
+        let meta = std::fs::metadata(dir.path().join("d/f")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.dev, st.ino, st.size, st.is_dir), (meta.dev(), meta.ino(), 5, false));
+        assert_eq!((st.mtime, st.ctime), ((meta.mtime(), meta.mtime_nsec()), (meta.ctime(), meta.ctime_nsec())));
+        assert!(stat_at(&root, std::path::Path::new("d")).unwrap().is_dir);
+        assert_eq!(stat_at(&root, std::path::Path::new("nope")).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn pread_cached_reads_what_the_page_cache_holds() {

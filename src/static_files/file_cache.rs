@@ -32,6 +32,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use super::path::Root;
+
 /// Files and directories changed more recently than this are not remembered.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
@@ -49,6 +51,10 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    fn from_stat(st: &crate::sys::FileStat) -> Stamp {
+        Stamp { dev: st.dev, ino: st.ino, len: st.size, mtime: st.mtime, ctime: st.ctime }
+    }
+
     pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
@@ -103,6 +109,17 @@ pub enum Probe {
     Unknown,
 }
 
+/// The stamp of `path` and whether it is a directory, following symlinks.
+/// Under `root`, one `fstatat` from the root's descriptor, so the kernel
+/// walks only the components below the root.
+fn stat(root: &Root, path: &Path) -> Option<(Stamp, bool)> {
+    if let (Some(dir), Ok(rel)) = (root.dir(), path.strip_prefix(&root.path)) {
+        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        return crate::sys::stat_at(dir, rel).ok().map(|st| (Stamp::from_stat(&st), st.is_dir));
+    }
+    std::fs::metadata(path).ok().map(|meta| (Stamp::of(&meta), meta.is_dir()))
+}
+
 /// The `stat` of each directory one lookup has looked at (usually one).
 #[derive(Default)]
 pub struct DirStamps {
@@ -110,11 +127,11 @@ pub struct DirStamps {
 }
 
 impl DirStamps {
-    fn of(&mut self, dir: &Path) -> Option<Stamp> {
+    fn of(&mut self, root: &Root, dir: &Path) -> Option<Stamp> {
         if let Some((_, stamp)) = self.seen.iter().find(|(d, _)| d == dir) {
             return *stamp;
         }
-        let stamp = std::fs::metadata(dir).ok().filter(Metadata::is_dir).map(|m| Stamp::of(&m));
+        let stamp = stat(root, dir).filter(|(_, is_dir)| *is_dir).map(|(stamp, _)| stamp);
         self.seen.push((dir.to_path_buf(), stamp));
         stamp
     }
@@ -143,13 +160,13 @@ impl FileCache {
     /// What is known about `path` (the root joined with the safe relative
     /// path), checked against the file system now.
     /// Counted in the metrics as a cache hit or miss.
-    pub fn probe(&self, path: &Path, dirs: &mut DirStamps) -> Probe {
-        let probe = self.probe_uncounted(path, dirs);
+    pub fn probe(&self, root: &Root, path: &Path, dirs: &mut DirStamps) -> Probe {
+        let probe = self.probe_uncounted(root, path, dirs);
         crate::metrics::METRICS.file_cache(!matches!(probe, Probe::Unknown));
         probe
     }
 
-    fn probe_uncounted(&self, path: &Path, dirs: &mut DirStamps) -> Probe {
+    fn probe_uncounted(&self, root: &Root, path: &Path, dirs: &mut DirStamps) -> Probe {
         let entry = match self.inner.lock() {
             Ok(inner) => match inner.map.get(path) {
                 Some(Entry::File(file)) => Entry::File(Arc::clone(file)),
@@ -159,11 +176,11 @@ impl FileCache {
             Err(_) => return Probe::Unknown,
         };
         match entry {
-            Entry::File(file) => match std::fs::metadata(path) {
-                Ok(meta) if Stamp::of(&meta) == file.stamp => Probe::File(file),
+            Entry::File(file) => match stat(root, path) {
+                Some((stamp, _)) if stamp == file.stamp => Probe::File(file),
                 _ => Probe::Unknown,
             },
-            Entry::Missing { dir, dir_stamp } => match dirs.of(&dir) {
+            Entry::Missing { dir, dir_stamp } => match dirs.of(root, &dir) {
                 Some(now) if now == dir_stamp => Probe::Missing,
                 _ => Probe::Unknown,
             },
@@ -191,12 +208,12 @@ impl FileCache {
     /// Remembers that `path` does not exist, if its directory has settled.
     /// Only a name that is truly absent: not a dangling symlink (its target
     /// may appear elsewhere) nor a FIFO or socket.
-    pub fn remember_missing(&self, path: &Path, dirs: &mut DirStamps) {
+    pub fn remember_missing(&self, root: &Root, path: &Path, dirs: &mut DirStamps) {
         if !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
             return;
         }
         let Some(dir) = path.parent() else { return };
-        let Some(dir_stamp) = dirs.of(dir) else { return };
+        let Some(dir_stamp) = dirs.of(root, dir) else { return };
         if dir_stamp.unsettled(SystemTime::now()) {
             return;
         }
@@ -252,6 +269,7 @@ mod tests {
     #[test]
     fn files_are_remembered_until_they_change() {
         let (_dir, root) = settled_dir();
+        let r = Root::open(&root);
         let path = root.join("a.css");
         std::fs::write(&path, "one").unwrap();
         let cache = FileCache::new(1 << 20, 1024);
@@ -259,7 +277,7 @@ mod tests {
         let file = File::open(&path).unwrap();
         // Just written: ctime is now, so it is not remembered yet.
         assert!(cache.remember_file(&path, &file, &file.metadata().unwrap()).is_none());
-        assert!(matches!(cache.probe(&path, &mut dirs), Probe::Unknown));
+        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::Unknown));
 
         // ctime can't be set back to make it settle: insert it as
         // remember_file would have a few seconds later.
@@ -270,45 +288,47 @@ mod tests {
             stamp: Stamp::of(&meta),
         });
         cache.insert(path.clone(), Entry::File(cached));
-        assert!(matches!(cache.probe(&path, &mut dirs), Probe::File(f) if &f.bytes[..] == b"one"));
+        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::File(f) if &f.bytes[..] == b"one"));
 
         std::fs::write(&path, "two!").unwrap();
-        assert!(matches!(cache.probe(&path, &mut dirs), Probe::Unknown));
+        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::Unknown));
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(cache.probe(&path, &mut dirs), Probe::Unknown));
+        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::Unknown));
     }
 
     #[test]
     fn absences_last_until_the_directory_changes() {
         let (_dir, root) = settled_dir();
+        let r = Root::open(&root);
         let cache = FileCache::new(1 << 20, 1024);
         let gone = root.join("a.css.br");
 
         // A directory changed just now is not trusted yet.
-        cache.remember_missing(&gone, &mut DirStamps::default());
-        assert!(matches!(cache.probe(&gone, &mut DirStamps::default()), Probe::Unknown));
+        cache.remember_missing(&r, &gone, &mut DirStamps::default());
+        assert!(matches!(cache.probe(&r, &gone, &mut DirStamps::default()), Probe::Unknown));
 
-        let dir_stamp = DirStamps::default().of(&root).unwrap();
+        let dir_stamp = DirStamps::default().of(&r, &root).unwrap();
         cache.insert(gone.clone(), Entry::Missing { dir: root.clone(), dir_stamp });
-        assert!(matches!(cache.probe(&gone, &mut DirStamps::default()), Probe::Missing));
+        assert!(matches!(cache.probe(&r, &gone, &mut DirStamps::default()), Probe::Missing));
 
         std::fs::write(&gone, "now it exists").unwrap();
-        assert!(matches!(cache.probe(&gone, &mut DirStamps::default()), Probe::Unknown));
+        assert!(matches!(cache.probe(&r, &gone, &mut DirStamps::default()), Probe::Unknown));
     }
 
     #[test]
     fn oldest_entries_go_first() {
         let (_dir, root) = settled_dir();
-        let stamp = DirStamps::default().of(&root).unwrap();
+        let r = Root::open(&root);
+        let stamp = DirStamps::default().of(&r, &root).unwrap();
         let one = cost_of_entry(&root.join("a"), &Entry::Missing { dir: root.clone(), dir_stamp: stamp });
         let cache = FileCache::new(2 * one, 1024);
         for name in ["a", "b", "c"] {
             cache.insert(root.join(name), Entry::Missing { dir: root.clone(), dir_stamp: stamp });
         }
         let mut dirs = DirStamps::default();
-        assert!(matches!(cache.probe(&root.join("a"), &mut dirs), Probe::Unknown));
-        assert!(matches!(cache.probe(&root.join("b"), &mut dirs), Probe::Missing));
-        assert!(matches!(cache.probe(&root.join("c"), &mut dirs), Probe::Missing));
+        assert!(matches!(cache.probe(&r, &root.join("a"), &mut dirs), Probe::Unknown));
+        assert!(matches!(cache.probe(&r, &root.join("b"), &mut dirs), Probe::Missing));
+        assert!(matches!(cache.probe(&r, &root.join("c"), &mut dirs), Probe::Missing));
         assert!(cache.inner.lock().unwrap().size <= 2 * one);
     }
 }

@@ -143,7 +143,7 @@ impl Opener<'_> {
             };
         };
         let path = self.root.path.join(rel);
-        match cache.probe(&path, &mut self.dirs) {
+        match cache.probe(self.root, &path, &mut self.dirs) {
             Probe::File(cached) => return Entry::File(Source::Cached(cached)),
             Probe::Missing => return Entry::Missing,
             Probe::Unknown => {}
@@ -155,7 +155,7 @@ impl Opener<'_> {
             },
             Opened::Dir(dir) => Entry::Dir(dir),
             Opened::Missing => {
-                cache.remember_missing(&path, &mut self.dirs);
+                cache.remember_missing(self.root, &path, &mut self.dirs);
                 Entry::Missing
             }
             Opened::Refused(why) => Entry::Refused(why),

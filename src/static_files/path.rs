@@ -125,6 +125,11 @@ pub struct Root {
 }
 
 impl Root {
+    /// The root's `O_PATH` descriptor, if it could be opened.
+    pub fn dir(&self) -> Option<&File> {
+        self.dir.as_ref()
+    }
+
     /// `path` must already be resolved (config does that).
     pub fn open(path: &Path) -> Root {
         let dir = OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(path).ok();
