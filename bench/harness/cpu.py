@@ -12,6 +12,8 @@ import resource
 import time
 from dataclasses import dataclass
 
+from harness.process import process_stats
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -34,19 +36,11 @@ class CpuUse:
 
 
 def _group_ticks(pgid: int) -> int:
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields[0] is field 3 (state): pgrp is field 5, utime..cstime are 14..17
-        if int(fields[2]) == pgid:
-            ticks += sum(int(x) for x in fields[11:15])
-    return ticks
+    return sum(
+        sum(int(x) for x in fields[11:15])
+        for _, fields in process_stats()
+        if int(fields[2]) == pgid
+    )
 
 
 def _machine_ticks() -> list[int]:

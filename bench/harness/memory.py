@@ -8,8 +8,9 @@ holds. Both are reported. Linux /proc only.
 
 from __future__ import annotations
 
-import os
 import time
+
+from harness.process import process_stats
 
 
 def _kb(path: str, key: str) -> int:
@@ -24,19 +25,11 @@ def _kb(path: str, key: str) -> int:
 
 
 def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields[0] is the state, fields[2] the process group
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            pids.append(int(entry.name))
-    return pids
+    return [
+        pid
+        for pid, fields in process_stats()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X")
+    ]
 
 
 def group_memory(pgid: int) -> tuple[int, int]:

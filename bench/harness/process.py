@@ -34,6 +34,21 @@ def first_line_of(argv: list[str]) -> str:
     return text.splitlines()[0] if text else "?"
 
 
+def process_stats():
+    """(pid, fields) for every process in /proc/PID/stat. fields start at
+    stat's field 3, so fields[0] is the state, fields[2] the process group
+    and fields[11:15] utime, stime, cutime and cstime."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        yield int(entry.name), fields
+
+
 class Running:
     """A server started in its own session, its output going to log_path."""
 
@@ -106,18 +121,10 @@ class Running:
             return False
         except PermissionError:
             return True
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # fields[0] is the state, fields[2] the process group
-            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
-                return True
-        return False
+        return any(
+            int(fields[2]) == self.pgid and fields[0] not in ("Z", "X")
+            for _, fields in process_stats()
+        )
 
     def stop(self, timeout: float) -> None:
         """SIGTERM the group we started; SIGKILL whatever is left after timeout."""
