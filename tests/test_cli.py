@@ -346,6 +346,38 @@ def test_sigterm_when_idle_exits_0_quickly(tandem_factory):
     assert time.monotonic() - start < 3
 
 
+def test_connection_accepted_before_sigterm_still_gets_its_answer(tandem_factory):
+    # A client that connected just before the stop sends its request a
+    # moment later (as every client does): it is answered, then closed.
+    t = tandem_factory("wsgi_app:app", workers=1)
+    t.wait_workers(1)
+    with socket.create_connection(t.address, timeout=5) as s:
+        time.sleep(0.3)  # accepted by now
+        mark = t.mark()
+        t.signal(signal.SIGTERM)
+        t.wait_for_log(r"stopping", timeout=5, since=mark)
+        time.sleep(0.2)
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: h\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data
+    assert b"connection: close" in data.lower()
+    assert t.wait_exit(10) == 0
+
+
+def test_silent_connection_does_not_hold_the_stop(tandem_factory):
+    t = tandem_factory("wsgi_app:app", workers=1)
+    t.wait_workers(1)
+    with socket.create_connection(t.address, timeout=10) as s:
+        time.sleep(0.3)
+        start = time.monotonic()
+        t.signal(signal.SIGTERM)
+        assert s.recv(1) == b""  # closed without an answer once the grace is over
+        assert t.wait_exit(10) == 0
+        assert time.monotonic() - start < 6
+
+
 def test_graceful_timeout_bounds_the_drain(tandem_factory, tmp_path):
     t = tandem_factory("wsgi_app:app", "--graceful-timeout", "1", workers=1)
     workers = t.wait_workers(1)

@@ -21,6 +21,8 @@ def one_request(address):
         data = b""
         while chunk := s.recv(65536):
             data += chunk
+    if not data:
+        raise ConnectionResetError("closed without an answer")
     head, _, body = data.partition(b"\r\n\r\n")
     return head.split(b" ", 2)[1], body
 

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::guard::{GuardedIo, Settings};
@@ -28,8 +28,12 @@ use crate::wire::Scheme;
 /// What a client with HTTP/2 prior knowledge sends first (RFC 9113, 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How long a connection that has not sent a request yet may still send
+/// its first one once tandem is stopping (the header timeout if shorter).
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves one accepted connection until it closes.
-pub async fn serve<S>(socket: S, mut peer: Peer, front: Arc<Front>, stop: watch::Receiver<bool>)
+pub async fn serve<S>(socket: S, mut peer: Peer, front: Arc<Front>, mut stop: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -38,7 +42,7 @@ where
     let deadline = accepted + settings.header_timeout;
     let mut socket = socket;
     let socket = if front.config.proxy_protocol {
-        match tokio::time::timeout_at(deadline, proxy_protocol::read(&mut socket)).await {
+        match opening(deadline, &mut stop, proxy_protocol::read(&mut socket)).await {
             Ok(Ok((header, rest))) => {
                 apply_proxy_header(&mut peer, &header);
                 Prefixed::new(socket, rest)
@@ -47,8 +51,8 @@ where
                 tracing::info!("closing connection from {}: {e}", describe(&peer));
                 return;
             }
-            Err(_) => {
-                tracing::info!("closing connection: PROXY protocol header incomplete after the header timeout");
+            Err(cut) => {
+                tracing::info!("closing connection: PROXY protocol header incomplete {cut}");
                 return;
             }
         }
@@ -58,14 +62,14 @@ where
     let Some(tls) = front.tls.clone() else {
         return choose_protocol(socket, false, peer, front, stop, accepted).await;
     };
-    let (stream, negotiated) = match tokio::time::timeout_at(deadline, tls.accept(socket)).await {
+    let (stream, negotiated) = match opening(deadline, &mut stop, tls.accept(socket)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::info!("TLS handshake with {} failed: {e}", describe(&peer));
             return;
         }
-        Err(_) => {
-            tracing::info!("closing connection: TLS handshake incomplete after the header timeout");
+        Err(cut) => {
+            tracing::info!("closing connection: TLS handshake incomplete {cut}");
             return;
         }
     };
@@ -78,7 +82,7 @@ async fn choose_protocol<S>(
     alpn_h2: bool,
     peer: Peer,
     front: Arc<Front>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     accepted: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -91,14 +95,18 @@ async fn choose_protocol<S>(
         return serve_http1(Prefixed::new(socket, Bytes::new()), peer, front, stop, accepted).await;
     }
     let deadline = accepted + front.config.client.header_timeout;
-    let first = match tokio::time::timeout_at(deadline, sniff(&mut socket)).await {
+    let first = match opening(deadline, &mut stop, sniff(&mut socket)).await {
         Ok(Ok(first)) => first,
         Ok(Err(e)) => {
             tracing::debug!("connection error: {e}");
             return;
         }
-        Err(_) => {
-            tracing::info!("closing connection: request head incomplete after the header timeout");
+        Err(Cut::Timeout) => {
+            tracing::info!("closing connection: request head incomplete {}", Cut::Timeout);
+            return;
+        }
+        Err(Cut::Stopping) => {
+            tracing::debug!("closing connection: no request {}", Cut::Stopping);
             return;
         }
     };
@@ -144,13 +152,35 @@ where
         builder.max_headers(settings.limits.fields);
     }
     let access_log = front.access_log.is_some().then(|| (Arc::clone(&front), Arc::clone(&peer)));
-    let service = service_fn(move |req| Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer))));
+    let first_request = Arc::new(Notify::new());
+    let service = {
+        let first_request = Arc::clone(&first_request);
+        service_fn(move |req| {
+            first_request.notify_one();
+            Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer)))
+        })
+    };
     let mut conn = builder.serve_connection(io, service);
     let result = tokio::select! {
         result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
         _ = stopped(&mut stop) => {
-            Pin::new(&mut conn).graceful_shutdown();
-            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+            // hyper closes a connection it has read nothing from at once,
+            // but one accepted just before the stop usually has its
+            // request on the way (or already in the socket buffer, not yet
+            // polled): give it a moment to arrive, then answer it and close.
+            let grace = Instant::now() + FIRST_REQUEST_GRACE.min(settings.header_timeout);
+            let waited = tokio::select! {
+                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => Some(result),
+                _ = first_request.notified() => None,
+                _ = tokio::time::sleep_until(grace) => None,
+            };
+            match waited {
+                Some(result) => result,
+                None => {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+                }
+            }
         }
     };
     match result {
@@ -163,6 +193,40 @@ where
             }
         }
         Err(e) => tracing::debug!("connection error: {e}"),
+    }
+}
+
+/// Why a connection's opening (PROXY header, TLS handshake, first bytes)
+/// was cut short.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    Timeout,
+    Stopping,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Timeout => f.write_str("after the header timeout"),
+            Cut::Stopping => f.write_str("while tandem is stopping"),
+        }
+    }
+}
+
+/// Runs one step of a connection's opening until the header `deadline`.
+/// Once tandem stops, the step still gets `FIRST_REQUEST_GRACE`: a client
+/// that connected just before the stop is on its way with a request.
+async fn opening<F: std::future::Future>(
+    deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+    step: F,
+) -> Result<F::Output, Cut> {
+    tokio::select! {
+        done = tokio::time::timeout_at(deadline, step) => done.map_err(|_| Cut::Timeout),
+        _ = async {
+            stopped(stop).await;
+            tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+        } => Err(Cut::Stopping),
     }
 }
 
