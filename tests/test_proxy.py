@@ -403,6 +403,10 @@ class RawUpstream:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
                 time.sleep(3)
                 return
+            if path == "/stall-big":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 200_000)
+                time.sleep(3)
+                return
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
                 b"Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\r\nok"
@@ -455,14 +459,27 @@ def test_reset_upstream_retries_gets_never_posts(tandem_factory, tmp_path, raw_u
     t.wait_for_log(rf"POST /reset: 502, upstream apps server 127\.0\.0\.1:{raw_upstream.port}:")
 
 
-def test_stalled_body_is_cut_after_the_idle_timeout(tandem_factory, tmp_path, raw_upstream):
+def test_small_stalled_body_is_a_504_after_the_idle_timeout(tandem_factory, tmp_path, raw_upstream):
+    # A small response is sent to the client whole or not at all: the head
+    # waits for the body, and a body that stops coming makes a 504.
+    up = upstream_table([f"127.0.0.1:{raw_upstream.port}"], idle_timeout=0.5)
+    t = front(tandem_factory, tmp_path, PROXY_ALL + up)
+    start = time.monotonic()
+    r = t.get("/stall")
+    assert r.status == 504
+    assert time.monotonic() - start < 2.5
+    t.wait_for_log(r"504, .*response body silent for 500ms")
+
+
+def test_large_stalled_body_is_cut_after_the_idle_timeout(tandem_factory, tmp_path, raw_upstream):
     up = upstream_table([f"127.0.0.1:{raw_upstream.port}"], idle_timeout=0.5)
     t = front(tandem_factory, tmp_path, PROXY_ALL + up)
     with t.raw() as c:
-        c.send(b"GET /stall HTTP/1.1\r\nHost: h\r\n\r\n")
+        c.send(b"GET /stall-big HTTP/1.1\r\nHost: h\r\n\r\n")
         status = c.read_head()[1]
         start = time.monotonic()
-        assert c.f.read() != b"ab" * 5
+        body = c.f.read()
+        assert 0 < len(body) < 1_000_000
         assert time.monotonic() - start < 2.5
     assert status == 200
     t.wait_for_log(r"response body silent for 500ms")

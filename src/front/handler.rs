@@ -233,11 +233,14 @@ impl Front {
         let body = if parts.method == Method::HEAD || answer.body.is_end_stream() {
             ResponseBody::empty()
         } else {
-            match response::body(answer.body, streaming, self.config.response_buffer, label.to_string()) {
+            let expected = declared_length(&head.headers);
+            let buffer = self.config.response_buffer;
+            match response::body_of_length(answer.body, expected, streaming, buffer, label.to_string()).await {
                 Ok(body) => body,
                 Err(err) => {
-                    tracing::error!("{label}: 502, {err}");
-                    return error_response(StatusCode::BAD_GATEWAY);
+                    let status = err.status();
+                    tracing::error!("{label}: {}, {err}", status.as_u16());
+                    return error_response(status);
                 }
             }
         };

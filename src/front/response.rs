@@ -226,6 +226,38 @@ pub fn body<S: BodySource>(
     Ok(spawn_pump(source, spool, streaming, label))
 }
 
+/// Like `body`, for a buffered body whose announced length is `expected`
+/// (an upstream's `Content-Length`): a small one is on its way in full, so
+/// it is awaited here and sent with the head, with no task between the
+/// source and the client.
+pub async fn body_of_length<S: BodySource>(
+    mut source: S,
+    expected: Option<u64>,
+    streaming: bool,
+    memory_limit: usize,
+    label: String,
+) -> Result<ResponseBody, S::Error> {
+    let small = expected.is_some_and(|len| len <= JOIN_BELOW as u64);
+    if streaming || !small {
+        return body(source, streaming, memory_limit, label);
+    }
+    let mut pieces: Vec<Bytes> = Vec::new();
+    loop {
+        match source.next().await {
+            Piece::Data(data) => pieces.push(data),
+            Piece::End => return Ok(ResponseBody::Full(Some(join(pieces)))),
+            Piece::Failed(err) => return Err(err),
+            Piece::File { file, offset, len } => {
+                let mut spool = Spool::new(memory_limit);
+                spool.mem = pieces.iter().map(Bytes::len).sum();
+                spool.queue.extend(pieces.into_iter().map(Segment::Mem));
+                spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
+                return Ok(spawn_pump(source, spool, streaming, label));
+            }
+        }
+    }
+}
+
 fn join(mut pieces: Vec<Bytes>) -> Bytes {
     match pieces.len() {
         0 => Bytes::new(),

@@ -93,13 +93,16 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
             Ok((response, sender)) => {
                 upstream.succeeded(i);
                 let (head, body) = response.into_parts();
+                // A connection the server closes after this response is
+                // not kept (hyper may not have noticed the close yet).
+                let sender = (!headers::closes(head.version, &head.headers)).then_some(sender);
                 let idle = upstream.spec.idle_timeout;
                 let body = UpstreamBody {
                     body,
                     idle,
                     upstream: Arc::clone(upstream),
                     node: i,
-                    sender: Some(sender),
+                    sender,
                     in_flight: Some(in_flight),
                 };
                 return Ok(Answer { head, body });

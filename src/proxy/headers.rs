@@ -89,6 +89,17 @@ pub fn request(incoming: &HeaderMap, client: &ClientSide, body_len: Option<u64>,
     out
 }
 
+/// Whether the server said it closes the connection after this response
+/// (`Connection: close`), so the connection is not worth keeping.
+pub fn closes(version: http::Version, headers: &HeaderMap) -> bool {
+    let tokens = headers.get_all(http::header::CONNECTION).iter().filter_map(|v| v.to_str().ok());
+    let mut tokens = tokens.flat_map(|v| v.split(',')).map(str::trim);
+    if version == http::Version::HTTP_10 {
+        return !tokens.any(|t| t.eq_ignore_ascii_case("keep-alive"));
+    }
+    tokens.any(|t| t.eq_ignore_ascii_case("close"))
+}
+
 /// Removes the hop-by-hop headers of an upstream's response.
 pub fn response(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(headers, n)).cloned().collect();
@@ -143,6 +154,16 @@ mod tests {
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["host"], "up:80");
         assert!(!out.contains_key("content-length"));
+    }
+
+    #[test]
+    fn connection_close_is_seen() {
+        use http::Version;
+        assert!(closes(Version::HTTP_11, &map(&[("connection", "Keep-Alive, Close")])));
+        assert!(!closes(Version::HTTP_11, &map(&[("connection", "keep-alive")])));
+        assert!(!closes(Version::HTTP_11, &map(&[])));
+        assert!(closes(Version::HTTP_10, &map(&[])));
+        assert!(!closes(Version::HTTP_10, &map(&[("connection", "keep-alive")])));
     }
 
     #[test]
