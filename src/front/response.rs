@@ -211,19 +211,14 @@ pub fn body<S: BodySource>(
             Some(Piece::End) => return Ok(ResponseBody::Full(Some(join(pieces)))),
             Some(Piece::Failed(err)) => return Err(err),
             Some(Piece::File { file, offset, len }) => {
-                let mut spool = Spool::new(memory_limit);
-                spool.queue.extend(pieces.into_iter().map(Segment::Mem));
-                spool.mem = size;
+                let mut spool = Spool::holding(pieces, memory_limit);
                 spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
                 return Ok(spawn_pump(source, spool, streaming, label));
             }
             None => break,
         }
     }
-    let mut spool = Spool::new(memory_limit);
-    spool.mem = size;
-    spool.queue.extend(pieces.into_iter().map(Segment::Mem));
-    Ok(spawn_pump(source, spool, streaming, label))
+    Ok(spawn_pump(source, Spool::holding(pieces, memory_limit), streaming, label))
 }
 
 /// Like `body`, for a buffered body whose announced length is `expected`
@@ -248,9 +243,7 @@ pub async fn body_of_length<S: BodySource>(
             Piece::End => return Ok(ResponseBody::Full(Some(join(pieces)))),
             Piece::Failed(err) => return Err(err),
             Piece::File { file, offset, len } => {
-                let mut spool = Spool::new(memory_limit);
-                spool.mem = pieces.iter().map(Bytes::len).sum();
-                spool.queue.extend(pieces.into_iter().map(Segment::Mem));
+                let mut spool = Spool::holding(pieces, memory_limit);
                 spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
                 return Ok(spawn_pump(source, spool, streaming, label));
             }
@@ -342,8 +335,10 @@ struct Spool {
 }
 
 impl Spool {
-    fn new(limit: usize) -> Spool {
-        Spool { queue: VecDeque::new(), mem: 0, limit, disk: None }
+    /// A spool that starts with `pieces` already taken in memory.
+    fn holding(pieces: Vec<Bytes>, limit: usize) -> Spool {
+        let mem = pieces.iter().map(Bytes::len).sum();
+        Spool { queue: pieces.into_iter().map(Segment::Mem).collect(), mem, limit, disk: None }
     }
 
     async fn push(&mut self, data: Bytes) -> io::Result<()> {
