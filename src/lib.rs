@@ -7,8 +7,8 @@
 //! client ──TCP──▶ front::listener ─▶ front::conn: PROXY header (proxy_protocol), TLS (tls),
 //!                 (max-connections)   then HTTP/1.1 or HTTP/2 by ALPN or the h2c preface
 //!                                           │                              │
-//!                      hyper HTTP/1.1 read through front::guard   hyper HTTP/2 (front::h2:
-//!                      (framing, limits, timeouts)                 limits, timeouts)
+//!                      hyper HTTP/1.1 read through front::guard   HTTP/2 on the h2 crate (front::h2:
+//!                      (framing, limits, timeouts)                 limits, timeouts, stream tasks)
 //!                                           └──────────┬───────────────────┘
 //!                                                      ▼
 //!                                               front::handler ── router (host, path) ──┐
@@ -23,6 +23,7 @@
 //!                                                         ▲                  │ worker::serve:
 //!                     dispatch::read_replies ◀── reply socket per worker ────┘ environ, app, frames
 //!                                                         │
+//!          103 Early Hints from the app or upstream ──▶ client (front::early_hints)
 //!          X-Accel-Redirect? front::accel (an internal static file) instead of the body
 //!                          front::response (buffer / spill / stream) ──▶ client
 //!

@@ -221,3 +221,16 @@ def test_silent_h2c_connection_closes_at_the_header_timeout(tandem_factory):
         s.sendall(b"PRI * HTTP/2.0\r\n")  # part of the preface, then nothing
         assert s.recv(100) == b""
         assert 0.8 < time.monotonic() - start < 5
+
+
+def test_connect_is_refused_with_405(tandem_factory):
+    t = tandem_factory("wsgi_app:app", workers=1)
+    c = RawH2(t.address)
+    sid = c.conn.get_next_available_stream_id()
+    head = [(":method", "CONNECT"), (":authority", "example.com:443")]
+    c.conn.send_headers(sid, head, end_stream=True)
+    c.flush()
+    status, _ = c.response(sid)
+    assert status == b"405"
+    # The connection carries on.
+    assert c.get("/hello") == (b"200", b"Hello, world!\n")

@@ -18,10 +18,12 @@ use crate::wire::{self, Frame, Message, RequestHead, ResponseHead};
 /// back when its client is slow.
 const REPLY_CHANNEL: usize = 16;
 
-/// What the app said, in order: one `Head`, then body pieces, then `End`;
-/// or `Failed` at any point.
+/// What the app said, in order: any `Hints`, one `Head`, then body pieces,
+/// then `End`; or `Failed` at any point.
 #[derive(Debug)]
 pub enum Reply {
+    /// Headers for a `103 Early Hints` response.
+    Hints(Vec<(Bytes, Bytes)>),
     /// The response head, and the pid of the worker that sent it.
     Head {
         head: ResponseHead,

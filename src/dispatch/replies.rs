@@ -106,6 +106,7 @@ async fn pump(
                     Some(fd) => Reply::File { file: fd.into(), offset, len },
                     None => return LinkEnd::Broken("file frame without a descriptor".into()),
                 },
+                Message::Hints(headers) => Reply::Hints(headers),
                 Message::End => Reply::End,
                 Message::Error(text) => Reply::Failed(DispatchError::App(text)),
                 Message::Request(_) => return LinkEnd::Broken("worker sent a request frame".into()),

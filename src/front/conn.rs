@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use super::early_hints::{EarlyHints, Interim};
 use super::guard::{GuardedIo, Settings};
 use super::handler::{Front, Peer};
 use super::proxy_protocol;
@@ -137,7 +138,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = Settings::new(&front.config);
-    let io = GuardedIo::new(io, settings).accepted_at(accepted);
+    let interim = Interim::new();
+    let io = GuardedIo::new(io, settings).accepted_at(accepted).with_interim(Arc::clone(&interim));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(settings.keepalive_timeout.is_some())
@@ -155,8 +157,12 @@ where
     let first_request = Arc::new(Notify::new());
     let service = {
         let first_request = Arc::clone(&first_request);
-        service_fn(move |req| {
+        let hints = EarlyHints::new(interim);
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             first_request.notify_one();
+            if req.version() == http::Version::HTTP_11 {
+                req.extensions_mut().insert(hints.clone());
+            }
             Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer)))
         })
     };

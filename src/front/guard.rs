@@ -7,7 +7,9 @@
 //! counted from accept for a connection's first request), between requests
 //! (`keepalive_timeout`) or inside a body (`body_timeout`, which hyper turns
 //! into a body error the handler answers with 408). Writing, it fails a
-//! response the client has stopped reading for `send_timeout`.
+//! response the client has stopped reading for `send_timeout`, and puts
+//! the `103 Early Hints` responses of `early_hints::Interim` in their place
+//! among hyper's bytes.
 //!
 //! A refused request *head* never reaches hyper: hyper sees the end of the
 //! input once it has answered every request before it (hyper is built with
@@ -20,6 +22,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::early_hints::Interim;
 use super::framing::{Framing, Limits, Phase, Reject};
 use super::response::ResponseBody;
 use crate::config::Config;
@@ -138,6 +142,8 @@ pub struct GuardedIo<S> {
     /// Since when a write has been waiting for the client.
     write_stalled: Option<Instant>,
     write_timer: Timer,
+    /// Early hints of this connection's requests.
+    interim: Option<Arc<Interim>>,
 }
 
 impl<S> GuardedIo<S>
@@ -162,7 +168,14 @@ where
             read_timer: Timer::default(),
             write_stalled: None,
             write_timer: Timer::default(),
+            interim: None,
         }
+    }
+
+    /// Writes the early hints `interim` is given among hyper's bytes.
+    pub fn with_interim(mut self, interim: Arc<Interim>) -> GuardedIo<S> {
+        self.interim = Some(interim);
+        self
     }
 
     /// Counts the first request's header timeout from `at` (the accept,
@@ -251,6 +264,30 @@ where
             self.refused = Some((reject, self.framing.phase()));
         }
         Poll::Ready(Ok(input.len()))
+    }
+
+    /// Writes the early hints that are due before hyper's next bytes.
+    /// `at_flush`: hyper has written everything it was given so far, so
+    /// hints queued since may start (never before: hyper's buffer may hold
+    /// the end of the previous response).
+    fn poll_interim(&mut self, cx: &mut Context<'_>, at_flush: bool) -> Poll<io::Result<()>> {
+        let Some(interim) = self.interim.as_ref().filter(|i| i.pending()).map(Arc::clone) else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut state = interim.lock(at_flush);
+        while !state.writing.is_empty() {
+            let written = self.poll_write_with(cx, |io, cx| io.poll_write(cx, &state.writing));
+            let n = match written {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            crate::metrics::METRICS.bytes_out(n);
+            state.writing.advance(n);
+        }
+        interim.settle(&state);
+        Poll::Ready(Ok(()))
     }
 
     fn poll_write_with<T>(
@@ -351,7 +388,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let written = self.get_mut().poll_write_with(cx, |io, cx| io.poll_write(cx, buf));
+        let this = self.get_mut();
+        ready!(this.poll_interim(cx, false))?;
+        let written = this.poll_write_with(cx, |io, cx| io.poll_write(cx, buf));
         count_written(written)
     }
 
@@ -360,7 +399,9 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let written = self.get_mut().poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs));
+        let this = self.get_mut();
+        ready!(this.poll_interim(cx, false))?;
+        let written = this.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs));
         count_written(written)
     }
 
@@ -369,7 +410,10 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_with(cx, |io, cx| io.poll_flush(cx))
+        let this = self.get_mut();
+        // hyper flushes its socket only once its own buffer is written.
+        ready!(this.poll_interim(cx, true))?;
+        this.poll_write_with(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

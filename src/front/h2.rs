@@ -1,33 +1,38 @@
-//! HTTP/2 connections: hyper's HTTP/2 server with the `--h2-*` settings,
-//! the request-head limits HTTP/1.1 gets from `framing`, and the client
-//! timeouts that `guard` applies to HTTP/1.1.
+//! HTTP/2 connections, served with the `h2` crate: the `--h2-*` settings,
+//! the request-head limits HTTP/1.1 gets from `framing`, the client
+//! timeouts that `guard` applies to HTTP/1.1, and `103 Early Hints`.
 //!
-//! HTTP/2 framing is hyper's (and the `h2` crate's), which also strips the
-//! connection-specific headers (`Connection`, `Keep-Alive`,
-//! `Transfer-Encoding`…) an app may answer with. Here: the request line and
-//! header limits (414/431, and the header-list size the client is told);
-//! `Host` from the `:authority` pseudo-header, so the handler sees HTTP/2
-//! requests as it sees HTTP/1.1 ones; closing a connection with no request
-//! open for the keep-alive timeout (the header timeout before its first
-//! request); and failing writes stalled for the send timeout. What a
+//! Each stream runs in its own task: its request goes to the handler as
+//! HTTP/1.1 requests do (with `Host` from the `:authority` pseudo-header),
+//! and its response is sent within the stream's flow-control window, the
+//! connection-specific fields HTTP/2 forbids (`Connection`, `Keep-Alive`,
+//! `Transfer-Encoding`...) left out. A stream the client resets is dropped
+//! with whatever was working on it. A connection with no request open
+//! closes after the keep-alive timeout (the header timeout before its first
+//! request); a stream whose client grants no window for the send timeout is
+//! reset, and a connection whose writes stall that long is closed. What a
 //! request gets is `handler`'s business.
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, SystemTime};
 
-use http::{header, Request, StatusCode};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tokio::time::{Instant, Sleep};
 
 use super::conn::stopped;
+use super::early_hints::{EarlyHints, HintSink};
 use super::framing::Limits;
 use super::guard::Settings;
 use super::handler::{error_response, Front, Peer};
@@ -37,6 +42,9 @@ use super::response::ResponseBody;
 /// client to close it (after GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Response bytes `h2` may hold per stream beyond what the window allows.
+const SEND_BUFFER: usize = 400 * 1024;
+
 /// Serves one HTTP/2 connection (its preface not yet read) until it closes.
 pub async fn serve<S>(socket: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>, accepted: Instant)
 where
@@ -45,29 +53,31 @@ where
     let settings = Settings::new(&front.config);
     let h2 = front.config.http2;
     let streams = Arc::new(Streams::new(accepted));
-    let io = SendTimeout::new(TokioIo::new(socket), settings.send_timeout);
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let io = SendTimeout::new(socket, settings.send_timeout);
+    let mut builder = h2::server::Builder::new();
     builder
-        .timer(TokioTimer::new())
         .max_concurrent_streams(h2.max_concurrent_streams)
-        .initial_stream_window_size(h2.initial_stream_window)
+        .initial_window_size(h2.initial_stream_window)
         .initial_connection_window_size(h2.initial_connection_window)
         .max_frame_size(h2.max_frame_size)
-        .max_header_list_size(header_list_limit(&settings.limits));
-    let limits = settings.limits;
-    let tracked = Arc::clone(&streams);
-    let service = service_fn(move |req: Request<Incoming>| {
-        let (front, peer, open) = (Arc::clone(&front), Arc::clone(&peer), Streams::open(&tracked));
-        async move {
-            let response = match check_head(req, &limits) {
-                Ok(req) => front.handle(req, peer).await?,
-                Err(status) => error_response(status),
-            };
-            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _open: open }))
-        }
-    });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
+        .max_header_list_size(header_list_limit(&settings.limits))
+        .max_send_buffer_size(SEND_BUFFER);
+    let handshake = tokio::time::timeout_at(accepted + settings.header_timeout, builder.handshake::<_, Bytes>(io));
+    let mut conn = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!("HTTP/2 handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("closing connection: HTTP/2 preface incomplete after the header timeout");
+                return;
+            }
+        },
+        _ = stopped(&mut stop) => return,
+    };
+    let stream = Stream { front, peer, limits: settings.limits, send_timeout: settings.send_timeout };
     // Since when the connection has been closing (GOAWAY sent).
     let mut closing: Option<Instant> = None;
     // When the connection, with no request open, has waited long enough:
@@ -78,14 +88,19 @@ where
     };
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!("HTTP/2 connection error: {e}");
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    let open = Streams::open(&streams);
+                    tokio::spawn(stream.clone().serve(req, respond, open));
                 }
-                return;
-            }
+                Some(Err(e)) => {
+                    tracing::debug!("HTTP/2 connection error: {e}");
+                    return;
+                }
+                None => return,
+            },
             _ = stopped(&mut stop), if closing.is_none() => {
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 closing = Some(Instant::now());
             }
             _ = streams.went_idle.notified() => {}
@@ -100,10 +115,255 @@ where
                     return;
                 }
                 tracing::debug!("closing idle HTTP/2 connection: keep-alive timeout");
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 closing = Some(now);
             }
         }
+    }
+}
+
+/// What every stream of a connection needs.
+#[derive(Clone)]
+struct Stream {
+    front: Arc<Front>,
+    peer: Arc<Peer>,
+    limits: Limits,
+    send_timeout: Duration,
+}
+
+impl Stream {
+    /// Answers one stream's request; `_open` holds the connection's count
+    /// of open requests until the response has been sent.
+    async fn serve(self, req: Request<RecvStream>, respond: SendResponse<Bytes>, _open: OpenStream) {
+        let reply = Arc::new(StreamReply(Mutex::new(Some(respond))));
+        let (mut parts, recv) = req.into_parts();
+        parts.extensions.insert(EarlyHints::new(Arc::clone(&reply) as Arc<dyn HintSink>));
+        let req = Request::from_parts(parts, RequestBody { recv, data_done: false });
+        let handling = async {
+            if req.method() == Method::CONNECT {
+                tracing::info!("refused HTTP/2 request: 405, CONNECT is not supported");
+                return error_response(StatusCode::METHOD_NOT_ALLOWED);
+            }
+            match check_head(req, &self.limits) {
+                Ok(req) => match Arc::clone(&self.front).handle(req, Arc::clone(&self.peer)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                Err(status) => error_response(status),
+            }
+        };
+        let reset = poll_fn(|cx| match reply.lock().as_mut() {
+            Some(respond) => respond.poll_reset(cx),
+            None => Poll::Pending,
+        });
+        let response = tokio::select! {
+            response = handling => response,
+            reason = reset => {
+                tracing::debug!("HTTP/2 stream reset by the client: {}", describe_reset(reason));
+                return;
+            }
+        };
+        let Some(mut respond) = reply.lock().take() else {
+            return;
+        };
+        let (mut head, body) = response.into_parts();
+        strip_connection_fields(&mut head.headers);
+        head.headers.entry(header::DATE).or_insert_with(date_now);
+        let end = body.is_end_stream();
+        if !end {
+            if let Some(len) = body.size_hint().exact() {
+                head.headers.entry(header::CONTENT_LENGTH).or_insert_with(|| HeaderValue::from(len));
+            }
+        }
+        match respond.send_response(Response::from_parts(head, ()), end) {
+            Ok(send) if !end => self.send_body(body, send).await,
+            Ok(_) => {}
+            Err(e) => tracing::debug!("HTTP/2 response not sent: {e}"),
+        }
+    }
+
+    /// Sends the response body within the stream's window.
+    async fn send_body(&self, mut body: ResponseBody, mut send: SendStream<Bytes>) {
+        loop {
+            let frame = tokio::select! {
+                frame = body.frame() => frame,
+                reason = poll_fn(|cx| send.poll_reset(cx)) => {
+                    tracing::debug!("HTTP/2 stream reset by the client: {}", describe_reset(reason));
+                    return;
+                }
+            };
+            let sent = match frame {
+                None => send.send_data(Bytes::new(), true),
+                Some(Err(e)) => {
+                    tracing::debug!("HTTP/2 response body failed: {e}");
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = body.is_end_stream();
+                        match self.send_data(&mut send, data, end).await {
+                            Ok(()) if end => return,
+                            Ok(()) => continue,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => send.send_trailers(trailers),
+                        Err(_) => continue,
+                    },
+                },
+            };
+            if let Err(e) = sent {
+                tracing::debug!("HTTP/2 response cut: {e}");
+            }
+            return;
+        }
+    }
+
+    /// Sends `data` as the client's window allows, resetting the stream if
+    /// the client grants no room for the send timeout.
+    async fn send_data(&self, send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), h2::Error> {
+        if data.is_empty() {
+            return if end { send.send_data(data, true) } else { Ok(()) };
+        }
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let room = match tokio::time::timeout(self.send_timeout, poll_fn(|cx| send.poll_capacity(cx))).await {
+                Ok(Some(room)) => room?,
+                Ok(None) => return Err(h2::Error::from(Reason::CANCEL)),
+                Err(_) => {
+                    tracing::info!("HTTP/2 stream reset: the client granted no window for the send timeout");
+                    send.send_reset(Reason::CANCEL);
+                    return Err(h2::Error::from(Reason::CANCEL));
+                }
+            };
+            if room == 0 {
+                continue;
+            }
+            let piece = data.split_to(room.min(data.len()));
+            send.send_data(piece, end && data.is_empty())?;
+        }
+        Ok(())
+    }
+}
+
+fn describe_reset(reason: Result<Reason, h2::Error>) -> String {
+    match reason {
+        Ok(reason) => reason.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A stream's way to answer: its early hints while the handler works, then
+/// the response.
+struct StreamReply(Mutex<Option<SendResponse<Bytes>>>);
+
+impl StreamReply {
+    fn lock(&self) -> MutexGuard<'_, Option<SendResponse<Bytes>>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl HintSink for StreamReply {
+    fn send(&self, headers: &[(Bytes, Bytes)]) {
+        let mut hints = Response::new(());
+        *hints.status_mut() = StatusCode::EARLY_HINTS;
+        *hints.headers_mut() = hint_fields(headers);
+        if let Some(respond) = self.lock().as_mut() {
+            if let Err(e) = respond.send_informational(hints) {
+                tracing::debug!("early hints not sent: {e}");
+            }
+        }
+    }
+}
+
+/// The app's hint headers as HTTP/2 fields: names lower-cased,
+/// connection-specific ones left out. The worker has already refused
+/// anything that is not a valid field.
+fn hint_fields(headers: &[(Bytes, Bytes)]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(name, value);
+        }
+    }
+    strip_connection_fields(&mut map);
+    map
+}
+
+/// Removes what HTTP/2 forbids in a response (RFC 9113, 8.2.2): the
+/// connection-specific fields and whatever `Connection` names.
+fn strip_connection_fields(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"] {
+        headers.remove(name);
+    }
+}
+
+/// The `Date` value for now, formatted once a second per thread.
+fn date_now() -> HeaderValue {
+    thread_local! {
+        static DATE: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|cached| match cached {
+        Some((at, value)) if *at == second => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&httpdate::fmt_http_date(now)).unwrap_or(HeaderValue::from_static(""));
+            *cached = Some((second, value.clone()));
+            value
+        }
+    })
+}
+
+/// A stream's request body, giving back flow-control window as the
+/// handler takes each piece.
+struct RequestBody {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
     }
 }
 
@@ -125,7 +385,7 @@ fn header_list_limit(limits: &Limits) -> u32 {
 
 /// Applies `--limit-request-*` to an HTTP/2 request head and gives it the
 /// `Host` header its `:authority` stands for.
-fn check_head(mut req: Request<Incoming>, limits: &Limits) -> Result<Request<Incoming>, StatusCode> {
+fn check_head<B>(mut req: Request<B>, limits: &Limits) -> Result<Request<B>, StatusCode> {
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target + req.method().as_str().len() + 10 > limits.request_line {
         tracing::info!("refused HTTP/2 request: 414, target longer than the request-line limit");
@@ -213,34 +473,8 @@ impl Drop for OpenStream {
     }
 }
 
-/// A response body that holds its stream open.
-struct Tracked {
-    body: ResponseBody,
-    _open: OpenStream,
-}
-
-impl http_body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, io::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// hyper's view of the socket, failing a write the client has left
-/// stalled for the send timeout.
+/// The socket, failing a write the client has left stalled for the send
+/// timeout.
 struct SendTimeout<S> {
     inner: S,
     limit: Duration,
@@ -268,17 +502,13 @@ impl<S> SendTimeout<S> {
     }
 }
 
-impl<S: hyper::rt::Read + Unpin> hyper::rt::Read for SendTimeout<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
+impl<S: AsyncRead + Unpin> AsyncRead for SendTimeout<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
-impl<S: hyper::rt::Write + Unpin> hyper::rt::Write for SendTimeout<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -338,5 +568,25 @@ mod tests {
         assert!(deadline >= start + Duration::from_millis(20) + Duration::from_secs(75));
         // Without keep-alive, an idle connection gets the header timeout.
         assert!(streams.idle_deadline(head, None).unwrap() < deadline);
+    }
+
+    #[test]
+    fn connection_fields_are_left_out() {
+        let headers = vec![
+            (Bytes::from_static(b"Link"), Bytes::from_static(b"</a.js>; rel=preload")),
+            (Bytes::from_static(b"Connection"), Bytes::from_static(b"close, X-Private")),
+            (Bytes::from_static(b"X-Private"), Bytes::from_static(b"1")),
+            (Bytes::from_static(b"Keep-Alive"), Bytes::from_static(b"timeout=5")),
+            (Bytes::from_static(b"link"), Bytes::from_static(b"</b.css>; rel=preload")),
+        ];
+        let map = hint_fields(&headers);
+        assert_eq!(map.get_all("link").iter().count(), 2);
+        assert_eq!(map.len(), 2);
+    }
+
+    #[test]
+    fn date_is_an_http_date() {
+        let date = date_now();
+        assert!(httpdate::parse_http_date(date.to_str().unwrap()).is_ok());
     }
 }

@@ -6,6 +6,7 @@
 //! read body (413 if too large)
 //!   proxy route → proxy::forward (502/504 if no upstream answers)
 //!   app         → build the request head → dispatch::Pool::submit (503 if the queue is full)
+//!                 → early hints (103) on their way to the client
 //!                 → wait for the app's head (500 app error, 502 worker died, 504 timeout)
 //! X-Accel-Redirect / X-Sendfile in the head → accel::serve (an internal static file)
 //! otherwise → stream or buffer the body to the client
@@ -19,11 +20,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::accel;
 use super::access_log::AccessLog;
-use super::request_body::{self, RequestBody};
+use super::early_hints::EarlyHints;
+use super::request_body::{self, ClientBody, RequestBody};
 use super::response::{self, ResponseBody};
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Pool, Reply};
@@ -111,9 +112,9 @@ impl Front {
 
     /// Answers one request. Never fails: every error becomes a response.
     /// Counts it in the metrics by the route that answered, and logs it.
-    pub async fn handle(
+    pub async fn handle<B: ClientBody>(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         conn: Arc<Peer>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
@@ -136,10 +137,10 @@ impl Front {
     /// The journey itself. `conn` is the connection's peer, `peer` what
     /// trusted proxies say of the client; `worker` learns which worker
     /// answered, if one did, and `route` which kind of route did.
-    async fn respond(
+    async fn respond<B: ClientBody>(
         &self,
         parts: http::request::Parts,
-        body: Incoming,
+        body: B,
         conn: &Peer,
         peer: &Peer,
         worker: &mut Option<u32>,
@@ -215,7 +216,15 @@ impl Front {
         let has_body =
             declared_length(&parts.headers).is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
         let out = proxy::Outgoing { parts, payload, has_body, client, label };
-        let answer = match proxy::forward(&self.upstreams[i], out).await {
+        let hints = parts.extensions.get::<EarlyHints>();
+        if let Some(hints) = hints {
+            hints.expect_from_elsewhere().await;
+        }
+        let answer = proxy::forward(&self.upstreams[i], out).await;
+        if let Some(hints) = hints {
+            hints.finish().await;
+        }
+        let answer = match answer {
             Ok(answer) => answer,
             Err(err) => {
                 let status = err.status();
@@ -266,14 +275,25 @@ impl Front {
             Err(err) => return failure(label, err),
         };
 
-        let head = match call.next().await {
-            Reply::Head { head, worker: pid } => {
-                *worker = Some(pid);
-                head
+        let hints = parts.extensions.get::<EarlyHints>();
+        let head = loop {
+            match call.next().await {
+                Reply::Hints(headers) => {
+                    if let Some(hints) = hints {
+                        hints.send(&headers);
+                    }
+                }
+                Reply::Head { head, worker: pid } => {
+                    *worker = Some(pid);
+                    break head;
+                }
+                Reply::Failed(err) => return failure(label, err),
+                _ => return failure(label, DispatchError::Internal("reply before response head".into())),
             }
-            Reply::Failed(err) => return failure(label, err),
-            _ => return failure(label, DispatchError::Internal("reply before response head".into())),
         };
+        if let Some(hints) = hints {
+            hints.finish().await;
+        }
         let app_head = match response::convert_head(head) {
             Ok(h) => h,
             Err(why) => {

@@ -9,13 +9,15 @@
 //! say about the client; `handler` reads one request's whole journey top
 //! to bottom; `request_body` and `response` own the buffering on either
 //! side of the app or upstream; `accel` serves what `X-Accel-Redirect`
-//! names; `access_log` records each request once its response is sent.
+//! names; `early_hints` carries the app's `103` responses to the client;
+//! `access_log` records each request once its response is sent.
 //! What happens inside a worker is `worker`'s business, and how requests
 //! reach workers is `dispatch`'s.
 
 mod accel;
 mod access_log;
 mod conn;
+mod early_hints;
 mod file_body;
 mod forwarded;
 mod framing;
@@ -32,6 +34,7 @@ pub use access_log::{AccessLog, Format as AccessLogFormat, Target as AccessLogTa
 pub use forwarded::TrustedProxies;
 pub use tls::{Tls, TlsError};
 
+pub use early_hints::EarlyHints;
 pub use file_body::{segments_body, Segment};
 pub use handler::{error_response, Front};
 pub use listener::{bind_all, serve, Listener};

@@ -9,7 +9,6 @@ use std::os::fd::OwnedFd;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::wire::{BodyRef, INLINE_BODY_MAX};
 
@@ -23,13 +22,25 @@ pub enum RequestBody {
     },
 }
 
+/// A request body as a connection hands it over: hyper's for HTTP/1.1,
+/// the `h2` stream's for HTTP/2.
+pub trait ClientBody:
+    http_body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + Unpin + 'static
+{
+}
+
+impl<B> ClientBody for B where
+    B: http_body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + Unpin + 'static
+{
+}
+
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body larger than {0} bytes")]
     TooLarge(u64),
     #[error("reading request body: {0}")]
-    Read(#[from] hyper::Error),
+    Read(Box<dyn std::error::Error + Send + Sync>),
     #[error("spilling request body to disk: {0}")]
     Spill(#[from] std::io::Error),
     #[error("request body stalled for more than {0:?}")]
@@ -42,7 +53,7 @@ impl BodyError {
             BodyError::TooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
             // The guard ends a body it refuses (bad chunking, too large,
             // too slow) with an error that knows its status.
-            BodyError::Read(err) => super::guard::status_of(err).unwrap_or(http::StatusCode::BAD_REQUEST),
+            BodyError::Read(err) => super::guard::status_of(err.as_ref()).unwrap_or(http::StatusCode::BAD_REQUEST),
             BodyError::Spill(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
             BodyError::Stalled(_) => http::StatusCode::REQUEST_TIMEOUT,
         }
@@ -50,8 +61,8 @@ impl BodyError {
 }
 
 /// Reads `body` to its end, waiting at most `stall` for each piece.
-pub async fn read(
-    mut body: Incoming,
+pub async fn read<B: ClientBody>(
+    mut body: B,
     max: u64,
     spill_above: usize,
     stall: std::time::Duration,
@@ -65,7 +76,8 @@ pub async fn read(
             Ok(None) => break,
             Err(_) => return Err(BodyError::Stalled(stall)),
         };
-        let Ok(data) = frame?.into_data() else {
+        let frame = frame.map_err(|e| BodyError::Read(Box::new(e)))?;
+        let Ok(data) = frame.into_data() else {
             continue;
         };
         if data.is_empty() {

@@ -171,6 +171,7 @@ impl From<Reply> for Piece<DispatchError> {
             Reply::End => Piece::End,
             Reply::Failed(err) => Piece::Failed(err),
             Reply::Head { .. } => Piece::Failed(DispatchError::Internal("second response head".into())),
+            Reply::Hints(_) => Piece::Failed(DispatchError::Internal("early hints after the response head".into())),
         }
     }
 }

@@ -29,7 +29,7 @@ use super::connect::{self, ConnectError, Sender};
 use super::headers::{self, ClientSide};
 use super::upstream::{InFlight, Upstream};
 use super::ProxyError;
-use crate::front::{segments_body, Piece, ResponseBody, Segment};
+use crate::front::{segments_body, EarlyHints, Piece, ResponseBody, Segment};
 
 /// A request body that can be sent again on a retry.
 #[derive(Clone)]
@@ -180,6 +180,21 @@ fn build(out: &Outgoing<'_>, server: &str) -> Request<ResponseBody> {
     *request.uri_mut() = target.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
+    if let Some(hints) = parts.extensions.get::<EarlyHints>().cloned() {
+        // The upstream's 103s go on to the client as the app's would.
+        hyper::ext::on_informational(&mut request, move |interim| {
+            if interim.status() == http::StatusCode::EARLY_HINTS {
+                let fields: Vec<(Bytes, Bytes)> = interim
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| {
+                        (Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes()))
+                    })
+                    .collect();
+                hints.send(&fields);
+            }
+        });
+    }
     request
 }
 

@@ -38,6 +38,7 @@ const KIND_BODY: u8 = 5;
 const KIND_FILE: u8 = 6;
 const KIND_END: u8 = 7;
 const KIND_ERROR: u8 = 8;
+const KIND_HINTS: u8 = 9;
 
 /// Appends `frame` to `out`. Fails only if the frame would exceed the limits
 /// the decoder enforces, so whatever encodes also decodes.
@@ -64,6 +65,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) -> Result<(), WireError> {
             out.put_u64_le(*len);
         }
         Message::Error(text) => out.put_slice(text.as_bytes()),
+        Message::Hints(headers) => put_headers(out, headers)?,
     }
     let len = out.len() - start - LEN_PREFIX;
     if len > MAX_FRAME {
@@ -112,6 +114,7 @@ fn kind_of(message: &Message) -> u8 {
         Message::File { .. } => KIND_FILE,
         Message::End => KIND_END,
         Message::Error(_) => KIND_ERROR,
+        Message::Hints(_) => KIND_HINTS,
     }
 }
 
@@ -132,6 +135,7 @@ fn decode_message(kind: u8, p: &mut Bytes) -> Result<Message, WireError> {
             let text = p.split_to(p.len());
             Message::Error(String::from_utf8_lossy(&text).into_owned())
         }
+        KIND_HINTS => Message::Hints(get_headers(p)?),
         other => return Err(WireError::UnknownKind(other)),
     })
 }
@@ -316,6 +320,10 @@ mod tests {
         round_trip(Frame::new(7, Message::File { offset: 10, len: 1 << 40 }));
         round_trip(Frame::new(7, Message::End));
         round_trip(Frame::new(7, Message::Error("boom".into())));
+        round_trip(Frame::new(
+            7,
+            Message::Hints(vec![(Bytes::from_static(b"Link"), Bytes::from_static(b"</app.css>; rel=preload"))]),
+        ));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 /// Bumped whenever the layout changes; a worker announces the version it
 /// speaks in [`Message::Ready`] and the front refuses a mismatch.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Largest frame (after the length prefix) either side accepts.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -67,6 +67,10 @@ pub enum Message {
     File { offset: u64, len: u64 },
     /// The response to request `id` is complete.
     End,
+    /// A `103 Early Hints` response with these headers, sent before the
+    /// response head (`environ['wsgi.early_hints']`). Validated by the
+    /// worker as response headers are.
+    Hints(Vec<(Bytes, Bytes)>),
     /// The app failed on request `id`; the text says how (already logged
     /// with its traceback by the worker).
     Error(String),

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -220,7 +221,10 @@ fn handle(py: Python<'_>, worker: &Worker, id: u64, head: &RequestHead, body_fd:
     let head_request = head.method.as_ref() == b"HEAD";
     let responder = Bound::new(py, Responder::new(id, Arc::clone(&worker.sink), head_request))?;
     let outcome = environ::build(py, &worker.shared, head, body_fd, worker.multithread)
-        .and_then(|env| worker.app.bind(py).call1((env, &responder)))
+        .and_then(|env| {
+            env.set_item(intern!(py, "wsgi.early_hints"), responder.getattr(intern!(py, "early_hints"))?)?;
+            worker.app.bind(py).call1((env, &responder))
+        })
         .and_then(|result| {
             let sent = send_result(py, &responder, &result);
             let closed = close_result(&result);

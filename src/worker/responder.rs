@@ -250,19 +250,12 @@ impl Responder {
                 .downcast::<PyString>()
                 .map_err(|_| PyTypeError::new_err("status must be a str, like '200 OK'"))?;
             let parsed = parse_status(status.to_str()?)?;
-            let mut list = Vec::new();
+            let list = header_list(headers)?;
             let mut content_length = None;
             let mut streaming = false;
-            for item in headers.try_iter()? {
-                let item = item?;
-                let (name, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item
-                    .extract()
-                    .map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
-                let name = latin1_bytes(&name, "header name")?;
-                let value = latin1_bytes(&value, "header value")?;
-                check_header(&name, &value)?;
+            for (name, value) in &list {
                 if name.eq_ignore_ascii_case(b"content-length") {
-                    let text = std::str::from_utf8(&value).unwrap_or("");
+                    let text = std::str::from_utf8(value).unwrap_or("");
                     content_length = Some(text.trim().parse::<u64>().map_err(|_| {
                         PyValueError::new_err(format!("invalid Content-Length response header {text:?}"))
                     })?);
@@ -270,7 +263,6 @@ impl Responder {
                 if name.eq_ignore_ascii_case(b"x-accel-buffering") {
                     streaming = value.eq_ignore_ascii_case(b"no");
                 }
-                list.push((Bytes::from(name), Bytes::from(value)));
             }
             this.status = Some(parsed);
             this.headers = list;
@@ -280,11 +272,44 @@ impl Responder {
         slf.getattr("write")
     }
 
+    /// `environ['wsgi.early_hints'](headers)`: sends a `103 Early Hints`
+    /// response with `headers` (a list of `(name, value)` tuples, checked
+    /// as `start_response`'s are) at once, so the client can start loading
+    /// what they name while the app works on the response. May be called
+    /// more than once; does nothing once `start_response` has been called,
+    /// when the real head is about to go anyway.
+    fn early_hints(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let list = header_list(headers)?;
+        if self.status.is_some() || list.is_empty() {
+            return Ok(());
+        }
+        let mut frame = BytesMut::new();
+        wire::encode(&Frame::new(self.id, Message::Hints(list)), &mut frame)
+            .map_err(|e| PyValueError::new_err(format!("early hints not sendable: {e}")))?;
+        self.sink.write(py, &frame)?;
+        Ok(())
+    }
+
     /// The legacy write() callable of PEP 3333.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = data.downcast::<PyBytes>().map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
         self.write_body(py, data.as_bytes())
     }
+}
+
+/// The app's `[(name, value), ...]`, checked so that nothing a client
+/// could misread reaches the wire.
+fn header_list(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
+    let mut list = Vec::new();
+    for item in headers.try_iter()? {
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            item?.extract().map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
+        let name = latin1_bytes(&name, "header name")?;
+        let value = latin1_bytes(&value, "header value")?;
+        check_header(&name, &value)?;
+        list.push((Bytes::from(name), Bytes::from(value)));
+    }
+    Ok(list)
 }
 
 fn parse_status(status: &str) -> PyResult<(u16, Bytes)> {

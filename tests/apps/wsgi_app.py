@@ -397,7 +397,27 @@ def rendezvous_route(environ, start_response):
     return _send(start_response, "200 OK", body, "application/json")
 
 
+def hints_route(environ, start_response):
+    """Sends `n` 103 responses (one Link each), waits `delay` seconds, then
+    answers; with `late=1` the hints come after start_response, with
+    `bad=1` they carry an invalid header name."""
+    q = _query(environ)
+    send_hints = environ["wsgi.early_hints"]
+    links = [f"</static/app{i}.css>; rel=preload; as=style" for i in range(int(q.get("n", "1")))]
+    if q.get("bad"):
+        send_hints([("Bad Name", "x")])
+    if q.get("late"):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        send_hints([("Link", links[0])])
+        return [b"late"]
+    for link in links:
+        send_hints([("Link", link)])
+    time.sleep(float(q.get("delay", "0")))
+    return _send(start_response, "200 OK", b"hinted", extra=[("Link", link) for link in links])
+
+
 ROUTES = {
+    "/hints": hints_route,
     "/spin": spin_route,
     "/leak": leak_route,
     "/rendezvous": rendezvous_route,
