@@ -122,11 +122,21 @@ def slow_clients(server: Server, args, log_dir: Path, raw) -> slowclients.SlowRe
         base.wrk = wrk_run()
         base.pss_kb = memory.group_memory(running.pgid)[1]
         res.phases.append(base)
+        # Each attack is compared with a no-attack run just before it, and
+        # with --slow-pairs N the pair is repeated N times (medians reported):
+        # consecutive runs of one server differ by more than most attacks cost.
+        before = base.wrk
         for attack in slowclients.ATTACKS:
-            phase = slowclients.under_attack(attack, port, running.pgid, wrk_run, args.probes)
-            res.phases.append(phase)
-            say(f"{SLOW} {server.name} {attack}: {slowclients.phase_line(res.phases[-1])}")
-            running.check_alive()
+            for pair in range(args.slow_pairs):
+                if before is None:
+                    before = wrk_run()
+                phase = slowclients.under_attack(attack, port, running.pgid, wrk_run, args.probes)
+                phase.base_rps = before.rps
+                before = None
+                res.phases.append(phase)
+                which = f"{attack} ({pair + 1}/{args.slow_pairs})"
+                say(f"{SLOW} {server.name} {which}: {slowclients.phase_line(phase)}")
+                running.check_alive()
         drain(url)
     except (BenchFailed, OSError, subprocess.TimeoutExpired) as e:
         res.error = str(e) or e.__class__.__name__
@@ -170,6 +180,12 @@ def parse_args(argv: list[str]):
         help="1 round of 2 s (1 s under slow clients), no warm-up, fewer probes",
     )
     p.add_argument("--rounds", type=int, help="alternating rounds (default 3; 1 with --quick)")
+    p.add_argument(
+        "--slow-pairs",
+        type=int,
+        default=1,
+        help="slow-clients: (no attack, attack) pairs per attack, medians reported (default 1)",
+    )
     p.add_argument("--duration", type=int, help="seconds per measurement (default 6; 2 --quick)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
@@ -197,8 +213,20 @@ def parse_args(argv: list[str]):
                 f"choose from {', '.join(names)}"
             )
         setattr(args, attr, [n for n in names if n in given])  # in table order
-    if min(args.rounds, args.duration, args.connections, args.threads, args.workers) < 1:
-        p.error("--rounds, --duration, --connections, --threads and --workers must be ≥ 1")
+    if (
+        min(
+            args.rounds,
+            args.duration,
+            args.connections,
+            args.threads,
+            args.workers,
+            args.slow_pairs,
+        )
+        < 1
+    ):
+        p.error(
+            "--rounds, --duration, --connections, --threads, --workers and --slow-pairs must be ≥ 1"
+        )
     return args
 
 
@@ -212,8 +240,16 @@ def scenario_seconds(args, scenario: str) -> float:
     """The estimated wall time of one scenario over the whole run (measured on 2 cores)."""
     servers = [s for s in args.servers if serves(s, scenario)]
     if scenario == SLOW:
-        # start, warm-up, 4 wrk runs and probe sets, 3 attackers opened and stopped
-        each = 2 + args.warmup + 4 * (args.slow_duration + args.probes * 0.03) + 3 * 2.5
+        # start, warm-up; per pair of each attack a no-attack and an attack
+        # wrk run, a probe set, an attacker opened and stopped
+        pairs = 3 * args.slow_pairs
+        each = (
+            2
+            + args.warmup
+            + 2 * pairs * args.slow_duration
+            + (pairs + 1) * args.probes * 0.03
+            + pairs * 2.5
+        )
         return len(servers) * each
     sc = SCENARIOS[scenario]
     startup = 1.5 if sc.django else 0.6  # start, first answer, stop; Django imports more

@@ -38,7 +38,9 @@ from harness.wrk import NO_REQUEST, WrkResult
 ATTACKS = ("slowloris", "slow-body", "slowhttptest")
 DESCRIPTION = (
     "One round per server, all with the hello-world app. wrk measures without attack, then"
-    " under each attacker: `slowloris` (bench/slowloris.py: each connection sends one header"
+    " under each attacker, each attack right after a no-attack run it is compared with"
+    " (`--slow-pairs N` repeats each pair N times; the ratio is the median of the pairs'):"
+    " `slowloris` (bench/slowloris.py: each connection sends one header"
     " line every 10 s and never ends the head), `slow-body` (the same client: a complete POST"
     " head with Content-Length, then one body byte every 10 s) and Debian's `slowhttptest`"
     " 1.8.2 in slowloris mode with the same count and interval. slowhttptest busy-loops once"
@@ -86,6 +88,7 @@ class Phase:
     verdict: str = ""  # slowhttptest's own "service available" at the end of the phase
     pss_kb: int = 0  # the server's summed PSS right after the wrk run
     error: str = ""
+    base_rps: float = 0.0  # req/s of the no-attack run just before this phase
 
 
 @dataclass
@@ -285,17 +288,27 @@ def tables(results: list[SlowResult]) -> list[str]:
             out.append(f"| {r.server} | failed: {r.error.splitlines()[0]}" + " |" * (len(head) - 1))
             continue
         by = {p.name: p for p in r.phases}
-        base = by.get("none")
-        row = [r.server, _rps(base) if base else "–"]
+        bases = [p.base_rps for p in r.phases if p.base_rps]
+        row = [
+            r.server,
+            f"{statistics.median(bases):,.0f}"
+            if bases
+            else _rps(by["none"])
+            if "none" in by
+            else "–",
+        ]
         for a in ATTACKS:
-            p = by.get(a)
-            if p is None:
+            pairs = [p for p in r.phases if p.name == a]
+            if not pairs:
                 row += ["–", "–"]
                 continue
-            ratio = "–"
-            if p.wrk and base and base.wrk:
-                ratio = f"{p.wrk.rps / base.wrk.rps:.2f}"
-            row += [_rps(p), ratio]
+            measured = [p for p in pairs if p.wrk and p.base_rps]
+            if measured:
+                rps = statistics.median(p.wrk.rps for p in measured)
+                ratio = statistics.median(p.wrk.rps / p.base_rps for p in measured)
+                row += [f"{rps:,.0f}", f"{ratio:.2f}"]
+            else:
+                row += [_rps(pairs[-1]), "–"]
         sh = by.get("slowhttptest")
         row.append(f"{sh.attacker_cores:.2f} cores" if sh else "–")
         row.append(f"service available: {sh.verdict}" if sh and sh.verdict else "–")
