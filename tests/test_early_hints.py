@@ -5,6 +5,7 @@ never after the final head, and never out of order on a reused or
 pipelined connection."""
 
 import socket
+import threading
 import time
 
 import h2.config
@@ -96,6 +97,21 @@ def test_invalid_hints_are_an_app_error(tandem_factory):
     assert final.status == 500
     t.wait_for_log(r"error handling request GET /hints")
     t.wait_for_log(r"ValueError.*header name")
+
+
+def test_an_app_failing_after_its_hints_leaves_the_connection_in_step(tandem_factory):
+    t = tandem_factory("wsgi_app:app", workers=1)
+    with RawConn(t.address) as c:
+        for _ in range(5):
+            c.send(get("/hints?raise=1"))
+            # A hint may come first; the 500 must be the last word on it.
+            resp = c.read_response()
+            if resp.status == 103:
+                resp = c.read_response()
+            assert resp.status == 500
+            c.send(get("/hello"))
+            resp = c.read_response()
+            assert (resp.status, resp.body) == (200, b"Hello, world!\n")
 
 
 class H2Client:
@@ -207,3 +223,51 @@ def test_a_front_passes_an_app_nodes_hints_on(tandem_factory, tmp_path):
     assert hinted - sent < 0.8
     with socket.create_connection(t.address, timeout=10) as sock:
         check_h2_hints(H2Client(sock).get("/hints?n=2&delay=1"))
+
+
+def late_hinting_upstream():
+    """An upstream that reads one request, then sends a 103 only after 1.5 s
+    (past the front's response timeout) and its 200 a second later."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            f = conn.makefile("rb")
+            while f.readline() not in (b"\r\n", b""):
+                pass
+            time.sleep(1.5)
+            try:
+                conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </late.css>; rel=preload\r\n\r\n")
+                time.sleep(1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            except OSError:
+                pass  # the front gave up on this request and closed
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_hints_after_the_response_went_out_are_dropped(tandem_factory, tmp_path):
+    upstream = late_hinting_upstream()
+    port = upstream.getsockname()[1]
+    app_node = tandem_factory("wsgi_app:app", workers=1)
+    config = tmp_path / "front.toml"
+    config.write_text(
+        '[[route]]\nprefix = "/late"\nproxy = "late"\n'
+        '[[route]]\nprefix = "/"\nproxy = "apps"\n'
+        f'[upstream.late]\nservers = ["127.0.0.1:{port}"]\nresponse-timeout = 1\n'
+        f'[upstream.apps]\nservers = ["127.0.0.1:{app_node.port}"]\n'
+    )
+    t = tandem_factory(None, "--config", str(config), workers=None)
+    try:
+        with RawConn(t.address) as c:
+            c.send(get("/late"))
+            assert c.read_response().status == 504
+            # The upstream's 103 comes now, for a request already answered.
+            time.sleep(1.2)
+            c.send(get("/hello"))
+            resp = c.read_response()
+            assert (resp.status, resp.body) == (200, b"Hello, world!\n")
+    finally:
+        upstream.close()

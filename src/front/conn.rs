@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::early_hints::{EarlyHints, Interim};
+use super::early_hints::{EarlyHints, Interim, RequestInterim};
 use super::guard::{GuardedIo, Settings};
 use super::handler::{Front, Peer};
 use super::proxy_protocol;
@@ -157,11 +157,10 @@ where
     let first_request = Arc::new(Notify::new());
     let service = {
         let first_request = Arc::clone(&first_request);
-        let hints = EarlyHints::new(interim);
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             first_request.notify_one();
             if req.version() == http::Version::HTTP_11 {
-                req.extensions_mut().insert(hints.clone());
+                req.extensions_mut().insert(EarlyHints::new(RequestInterim::new(&interim)));
             }
             Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer)))
         })

@@ -59,6 +59,11 @@ impl EarlyHints {
         .await
     }
 
+    /// Seals the request when dropped, however the handler leaves it.
+    pub fn sealed_on_drop(&self) -> SealOnDrop<'_> {
+        SealOnDrop(self)
+    }
+
     /// The response head is ready. Hints that came with it still go first
     /// if the connection can take them now (over HTTP/1.1, after one yield
     /// the connection flushes them); the rest are dropped.
@@ -67,6 +72,15 @@ impl EarlyHints {
             tokio::task::yield_now().await;
         }
         self.0.seal();
+    }
+}
+
+/// Seals its request's hints when dropped ([`EarlyHints::sealed_on_drop`]).
+pub struct SealOnDrop<'a>(&'a EarlyHints);
+
+impl Drop for SealOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0 .0.seal();
     }
 }
 
@@ -119,9 +133,14 @@ impl Interim {
     }
 }
 
-impl HintSink for Interim {
-    fn send(&self, headers: &[(Bytes, Bytes)]) {
+impl Interim {
+    /// Queues a `103` with `headers`, unless the request they belong to is
+    /// `sealed` (checked under the lock that `seal` takes).
+    fn push(&self, sealed: &AtomicBool, headers: &[(Bytes, Bytes)]) {
         let mut state = self.lock(false);
+        if sealed.load(Ordering::Acquire) {
+            return;
+        }
         state.queued.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\n");
         for (name, value) in headers {
             state.queued.extend_from_slice(name);
@@ -138,27 +157,54 @@ impl HintSink for Interim {
         }
     }
 
+    /// Seals a request: its queued hints are dropped, and so is any it
+    /// sends later.
+    fn seal(&self, sealed: &AtomicBool) {
+        let mut state = self.lock(false);
+        sealed.store(true, Ordering::Release);
+        if !state.queued.is_empty() {
+            tracing::debug!("early hints dropped: the response head was ready before they could be sent");
+            state.queued.clear();
+        }
+        self.settle(&state);
+    }
+}
+
+/// One HTTP/1.1 request's way to its connection's [`Interim`]. Sealed once
+/// its response head is ready or it failed: hints that come after (from
+/// an upstream that answers late, say) are dropped, never written ahead of
+/// the next request's response.
+pub struct RequestInterim {
+    interim: Arc<Interim>,
+    sealed: AtomicBool,
+}
+
+impl RequestInterim {
+    pub fn new(interim: &Arc<Interim>) -> Arc<RequestInterim> {
+        Arc::new(RequestInterim { interim: Arc::clone(interim), sealed: AtomicBool::new(false) })
+    }
+}
+
+impl HintSink for RequestInterim {
+    fn send(&self, headers: &[(Bytes, Bytes)]) {
+        self.interim.push(&self.sealed, headers);
+    }
+
     fn waiting(&self) -> bool {
-        self.pending() && !self.lock(false).queued.is_empty()
+        self.interim.pending() && !self.interim.lock(false).queued.is_empty()
     }
 
     fn wake_on_send(&self, waker: &Waker) {
-        let mut state = self.lock(false);
+        let mut state = self.interim.lock(false);
         if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             state.waker = Some(waker.clone());
         }
     }
 
     fn seal(&self) {
-        if !self.pending() {
-            return;
+        if !self.sealed.load(Ordering::Acquire) {
+            self.interim.seal(&self.sealed);
         }
-        let mut state = self.lock(false);
-        if !state.queued.is_empty() {
-            tracing::debug!("early hints dropped: the response head was ready before they could be sent");
-            state.queued.clear();
-        }
-        self.settle(&state);
     }
 }
 
@@ -173,9 +219,10 @@ mod tests {
     #[test]
     fn interim_waits_for_a_flush_point() {
         let interim = Interim::new();
+        let request = RequestInterim::new(&interim);
         assert!(!interim.pending());
-        interim.send(&link());
-        assert!(interim.pending());
+        request.send(&link());
+        assert!(interim.pending() && request.waiting());
         assert!(interim.lock(false).writing.is_empty());
         let state = interim.lock(true);
         assert_eq!(&state.writing[..], b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n");
@@ -184,14 +231,39 @@ mod tests {
     #[test]
     fn seal_drops_what_has_not_started() {
         let interim = Interim::new();
-        interim.send(&link());
-        interim.seal();
+        let request = RequestInterim::new(&interim);
+        request.send(&link());
+        request.seal();
         assert!(!interim.pending());
         assert!(interim.lock(true).writing.is_empty());
         // What had started writing stays, to be finished first.
-        interim.send(&link());
+        let next = RequestInterim::new(&interim);
+        next.send(&link());
         drop(interim.lock(true));
-        interim.seal();
+        next.seal();
         assert!(interim.pending());
+    }
+
+    #[test]
+    fn a_sealed_request_sends_nothing_more() {
+        let interim = Interim::new();
+        let request = RequestInterim::new(&interim);
+        request.seal();
+        request.send(&link());
+        assert!(!interim.pending());
+        // The next request on the connection is not affected.
+        let next = RequestInterim::new(&interim);
+        next.send(&link());
+        assert!(interim.pending());
+    }
+
+    #[test]
+    fn dropping_the_guard_seals() {
+        let interim = Interim::new();
+        let request = RequestInterim::new(&interim);
+        let hints = EarlyHints::new(Arc::clone(&request) as Arc<dyn HintSink>);
+        request.send(&link());
+        drop(hints.sealed_on_drop());
+        assert!(!interim.pending());
     }
 }

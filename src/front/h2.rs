@@ -160,6 +160,8 @@ impl Stream {
             response = handling => response,
             reason = reset => {
                 tracing::debug!("HTTP/2 stream reset by the client: {}", describe_reset(reason));
+                // Hints that still come (a proxied upstream's) go nowhere.
+                reply.lock().take();
                 return;
             }
         };
@@ -228,7 +230,9 @@ impl Stream {
             return if end { send.send_data(data, true) } else { Ok(()) };
         }
         while !data.is_empty() {
-            send.reserve_capacity(data.len());
+            // As much as h2 will buffer, so that one stream never asks for
+            // more of the connection's window than it can use at once.
+            send.reserve_capacity(data.len().min(SEND_BUFFER));
             let room = match tokio::time::timeout(self.send_timeout, poll_fn(|cx| send.poll_capacity(cx))).await {
                 Ok(Some(room)) => room?,
                 Ok(None) => return Err(h2::Error::from(Reason::CANCEL)),
@@ -239,6 +243,9 @@ impl Stream {
                 }
             };
             if room == 0 {
+                // h2 reports no room as pending, never as 0; should that
+                // change, yield rather than spin.
+                tokio::task::yield_now().await;
                 continue;
             }
             let piece = data.split_to(room.min(data.len()));

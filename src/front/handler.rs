@@ -217,6 +217,7 @@ impl Front {
             declared_length(&parts.headers).is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
         let out = proxy::Outgoing { parts, payload, has_body, client, label };
         let hints = parts.extensions.get::<EarlyHints>();
+        let _sealed = hints.map(EarlyHints::sealed_on_drop);
         if let Some(hints) = hints {
             hints.expect_from_elsewhere().await;
         }
@@ -276,6 +277,7 @@ impl Front {
         };
 
         let hints = parts.extensions.get::<EarlyHints>();
+        let _sealed = hints.map(EarlyHints::sealed_on_drop);
         let head = loop {
             match call.next().await {
                 Reply::Hints(headers) => {

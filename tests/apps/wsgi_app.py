@@ -400,7 +400,8 @@ def rendezvous_route(environ, start_response):
 def hints_route(environ, start_response):
     """Sends `n` 103 responses (one Link each), waits `delay` seconds, then
     answers; with `late=1` the hints come after start_response, with
-    `bad=1` they carry an invalid header name."""
+    `bad=1` they carry an invalid header name, with `raise=1` the app
+    raises right after sending them."""
     q = _query(environ)
     send_hints = environ["wsgi.early_hints"]
     links = [f"</static/app{i}.css>; rel=preload; as=style" for i in range(int(q.get("n", "1")))]
@@ -412,6 +413,8 @@ def hints_route(environ, start_response):
         return [b"late"]
     for link in links:
         send_hints([("Link", link)])
+    if q.get("raise"):
+        raise RuntimeError("failed after sending hints")
     time.sleep(float(q.get("delay", "0")))
     return _send(start_response, "200 OK", b"hinted", extra=[("Link", link) for link in links])
 
