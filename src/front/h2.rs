@@ -45,6 +45,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Response bytes `h2` may hold per stream beyond what the window allows.
 const SEND_BUFFER: usize = 400 * 1024;
 
+/// A complete body up to this size is handed to `h2` at once, without
+/// waiting for window first.
+const DIRECT_SEND: usize = 16 * 1024;
+
 /// Serves one HTTP/2 connection (its preface not yet read) until it closes.
 pub async fn serve<S>(socket: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>, accepted: Instant)
 where
@@ -145,7 +149,9 @@ impl Stream {
                 return error_response(StatusCode::METHOD_NOT_ALLOWED);
             }
             match check_head(req, &self.limits) {
-                Ok(req) => match Arc::clone(&self.front).handle(req, Arc::clone(&self.peer)).await {
+                // Boxed: the handler's state is large, and the stream task
+                // is moved whole when spawned.
+                Ok(req) => match Box::pin(Arc::clone(&self.front).handle(req, Arc::clone(&self.peer))).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
@@ -177,7 +183,17 @@ impl Stream {
                 head.headers.entry(header::CONTENT_LENGTH).or_insert_with(|| HeaderValue::from(len));
             }
         }
-        match respond.send_response(Response::from_parts(head, ()), end) {
+        let mut sent = respond.send_response(Response::from_parts(head, ()), end);
+        if let (Ok(send), ResponseBody::Full(Some(data))) = (&mut sent, &body) {
+            if data.len() <= DIRECT_SEND {
+                // Small and complete: h2 holds it until the window allows.
+                if let Err(e) = send.send_data(data.clone(), true) {
+                    tracing::debug!("HTTP/2 response cut: {e}");
+                }
+                return;
+            }
+        }
+        match sent {
             Ok(send) if !end => self.send_body(body, send).await,
             Ok(_) => {}
             Err(e) => tracing::debug!("HTTP/2 response not sent: {e}"),
