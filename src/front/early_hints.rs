@@ -142,7 +142,7 @@ impl Interim {
             return;
         }
         state.queued.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\n");
-        for (name, value) in headers {
+        for (name, value) in headers.iter().filter(|(name, _)| !is_connection_field(name)) {
             state.queued.extend_from_slice(name);
             state.queued.extend_from_slice(b": ");
             state.queued.extend_from_slice(value);
@@ -168,6 +168,14 @@ impl Interim {
         }
         self.settle(&state);
     }
+}
+
+/// Fields about the connection or the message's own framing, which a 103
+/// must not carry: they would speak for the connection, not the hints.
+fn is_connection_field(name: &[u8]) -> bool {
+    const FIELDS: [&[u8]; 7] =
+        [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"content-length"];
+    FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field))
 }
 
 /// One HTTP/1.1 request's way to its connection's [`Interim`]. Sealed once
@@ -242,6 +250,18 @@ mod tests {
         drop(interim.lock(true));
         next.seal();
         assert!(interim.pending());
+    }
+
+    #[test]
+    fn connection_fields_stay_out_of_a_103() {
+        let interim = Interim::new();
+        let request = RequestInterim::new(&interim);
+        let mut headers = link();
+        headers.push((Bytes::from_static(b"Connection"), Bytes::from_static(b"close")));
+        headers.push((Bytes::from_static(b"Content-Length"), Bytes::from_static(b"5")));
+        request.send(&headers);
+        let state = interim.lock(true);
+        assert_eq!(&state.writing[..], b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload; as=style\r\n\r\n");
     }
 
     #[test]

@@ -312,6 +312,7 @@ fn hint_fields(headers: &[(Bytes, Bytes)]) -> HeaderMap {
         }
     }
     strip_connection_fields(&mut map);
+    map.remove(header::CONTENT_LENGTH);
     map
 }
 
