@@ -7,8 +7,9 @@ import time
 import urllib.error
 import urllib.request
 
+import httpx
 import pytest
-from conftest import Tandem, run_tandem, wait_until
+from conftest import RawConn, Tandem, run_tandem, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 METRICS_RE = r"metrics on (http://\S+/metrics)"
@@ -95,6 +96,34 @@ def test_counts_match_known_traffic(metered):
     assert value(samples, "tandem_sent_bytes_total") >= 13 * 17
     for reason in ("timeout", "crash", "max-requests", "memory", "reload"):
         assert value(samples, "tandem_worker_restarts_total", reason=reason) == 0
+
+
+def test_refused_requests_are_counted(metered):
+    t = metered
+    for bad in (
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n",
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ):
+        with RawConn(t.address) as c:
+            c.send(bad)
+            assert c.read_response().status in (400, 431)
+    # HTTP/2 (h2c) has its own head check.
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        assert client.get(f"{t.url}/hello", headers={"X-Big": "a" * 9000}).status_code == 431
+    assert t.get("/hello").status == 200
+
+    def four_refusals():
+        samples, _ = scrape(t.metrics_url)
+        refused = value(samples, "tandem_requests_total", route="refused", code="4xx")
+        return samples if refused == 4 else None
+
+    # Counted once the refused connection has closed.
+    samples = wait_until(four_refusals, timeout=5, message="four refusals counted")
+    assert value(samples, "tandem_requests_total", route="app", code="2xx") == 1
+    assert value(samples, "tandem_requests_total", route="refused", code="2xx") == 0
+    # Refusals are counted, not timed.
+    assert ("tandem_request_duration_seconds_count", (("route", "refused"),)) not in samples
 
 
 def test_open_connections_and_busy_workers(metered, tmp_path):

@@ -191,9 +191,12 @@ where
     match result {
         Ok(()) => {
             let refused = conn.into_parts().io.finish().await;
-            if let (Some((status, len)), Some((front, peer))) = (refused, access_log) {
-                if let Some(log) = &front.access_log {
-                    log.refusal(&peer, status.as_u16(), len);
+            if let Some((status, len)) = refused {
+                crate::metrics::METRICS.refused(status.as_u16());
+                if let Some((front, peer)) = &access_log {
+                    if let Some(log) = &front.access_log {
+                        log.refusal(peer, status.as_u16(), len);
+                    }
                 }
             }
         }

@@ -37,6 +37,7 @@ use super::framing::Limits;
 use super::guard::Settings;
 use super::handler::{error_response, Front, Peer};
 use super::response::ResponseBody;
+use crate::metrics::METRICS;
 
 /// How long a closing connection with no request open may wait for the
 /// client to close it (after GOAWAY) before it is dropped.
@@ -146,6 +147,7 @@ impl Stream {
         let handling = async {
             if req.method() == Method::CONNECT {
                 tracing::info!("refused HTTP/2 request: 405, CONNECT is not supported");
+                METRICS.refused(405);
                 return error_response(StatusCode::METHOD_NOT_ALLOWED);
             }
             match check_head(req, &self.limits) {
@@ -155,7 +157,10 @@ impl Stream {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
-                Err(status) => error_response(status),
+                Err(status) => {
+                    METRICS.refused(status.as_u16());
+                    error_response(status)
+                }
             }
         };
         let reset = poll_fn(|cx| match reply.lock().as_mut() {

@@ -24,10 +24,19 @@ pub enum RouteKind {
     Static = 0,
     App = 1,
     Proxy = 2,
+    /// Refused by the front's request reader before any route (a malformed
+    /// request, or one over the head limits): counted, not timed.
+    Refused = 3,
 }
 
-const ROUTES: [(RouteKind, &str); 3] =
-    [(RouteKind::Static, "static"), (RouteKind::App, "app"), (RouteKind::Proxy, "proxy")];
+const ROUTES: [(RouteKind, &str); 4] = [
+    (RouteKind::Static, "static"),
+    (RouteKind::App, "app"),
+    (RouteKind::Proxy, "proxy"),
+    (RouteKind::Refused, "refused"),
+];
+/// The route kinds whose requests are timed.
+const TIMED: usize = 3;
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Why a worker was replaced.
@@ -101,8 +110,8 @@ impl Histogram {
 /// Everything tandem counts.
 pub struct Metrics {
     /// By route kind, then status class.
-    requests: [[AtomicU64; 5]; 3],
-    durations: [Histogram; 3],
+    requests: [[AtomicU64; 5]; ROUTES.len()],
+    durations: [Histogram; TIMED],
     queue_wait: Histogram,
     restarts: [AtomicU64; 5],
     workers: [AtomicU64; 4],
@@ -127,8 +136,8 @@ impl Default for Metrics {
 impl Metrics {
     pub const fn new() -> Metrics {
         Metrics {
-            requests: [const { [const { AtomicU64::new(0) }; 5] }; 3],
-            durations: [const { Histogram::new() }; 3],
+            requests: [const { [const { AtomicU64::new(0) }; 5] }; ROUTES.len()],
+            durations: [const { Histogram::new() }; TIMED],
             queue_wait: Histogram::new(),
             restarts: [const { AtomicU64::new(0) }; 5],
             workers: [const { AtomicU64::new(0) }; 4],
@@ -148,7 +157,14 @@ impl Metrics {
     pub fn request(&self, route: RouteKind, status: u16, took: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[route as usize][class].fetch_add(1, Relaxed);
-        self.durations[route as usize].observe(took);
+        if let Some(histogram) = self.durations.get(route as usize) {
+            histogram.observe(took);
+        }
+    }
+
+    /// A request the front refused before routing it, with this status.
+    pub fn refused(&self, status: u16) {
+        self.request(RouteKind::Refused, status, Duration::ZERO);
     }
 
     /// How long a request waited in the queue before a worker took it.
@@ -243,8 +259,8 @@ impl Metrics {
             "histogram",
             "Time from a request's head arriving to its response head, by route kind.",
         );
-        for (route, name) in ROUTES {
-            self.durations[route as usize].render(o, "tandem_request_duration_seconds", &format!("route=\"{name}\""));
+        for (route, name) in &ROUTES[..TIMED] {
+            self.durations[*route as usize].render(o, "tandem_request_duration_seconds", &format!("route=\"{name}\""));
         }
         head(o, "tandem_queue_depth", "gauge", "Requests waiting for a worker.");
         let _ = writeln!(o, "tandem_queue_depth {queue_depth}");
