@@ -66,6 +66,15 @@ def test_several_hints_then_the_response_on_a_reused_connection(tandem_factory):
         assert c.read_response().status == 200
 
 
+def test_hints_may_be_given_as_bytes(tandem_factory):
+    t = tandem_factory("wsgi_app:app", workers=1)
+    with RawConn(t.address) as c:
+        c.send(get("/hints?bytes=1"))
+        _, status, _, headers = c.read_head()
+        assert (status, headers) == (103, [("Link", LINK0)])
+        assert c.read_response().status == 200
+
+
 def test_pipelined_requests_keep_each_hint_before_its_own_response(tandem_factory):
     t = tandem_factory("wsgi_app:app", workers=2)
     with RawConn(t.address) as c:

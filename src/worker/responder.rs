@@ -250,7 +250,7 @@ impl Responder {
                 .downcast::<PyString>()
                 .map_err(|_| PyTypeError::new_err("status must be a str, like '200 OK'"))?;
             let parsed = parse_status(status.to_str()?)?;
-            let list = header_list(headers)?;
+            let list = header_list(headers, false)?;
             let mut content_length = None;
             let mut streaming = false;
             for (name, value) in &list {
@@ -279,7 +279,7 @@ impl Responder {
     /// more than once; does nothing once `start_response` has been called,
     /// when the real head is about to go anyway.
     fn early_hints(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        let list = header_list(headers)?;
+        let list = header_list(headers, true)?;
         if self.status.is_some() || list.is_empty() {
             return Ok(());
         }
@@ -298,14 +298,19 @@ impl Responder {
 }
 
 /// The app's `[(name, value), ...]`, checked so that nothing a client
-/// could misread reaches the wire.
-fn header_list(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
+/// could misread reaches the wire. Names and values are str, as PEP 3333
+/// wants; `bytes_too` also takes bytes (as gunicorn's early hints do).
+fn header_list(headers: &Bound<'_, PyAny>, bytes_too: bool) -> PyResult<Vec<(Bytes, Bytes)>> {
+    let field = |v: &Bound<'_, PyAny>, what: &str| match v.downcast::<PyBytes>() {
+        Ok(raw) if bytes_too => Ok(raw.as_bytes().to_vec()),
+        _ => latin1_bytes(v, what),
+    };
     let mut list = Vec::new();
     for item in headers.try_iter()? {
         let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
             item?.extract().map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
-        let name = latin1_bytes(&name, "header name")?;
-        let value = latin1_bytes(&value, "header value")?;
+        let name = field(&name, "header name")?;
+        let value = field(&value, "header value")?;
         check_header(&name, &value)?;
         list.push((Bytes::from(name), Bytes::from(value)));
     }

@@ -401,7 +401,8 @@ def hints_route(environ, start_response):
     """Sends `n` 103 responses (one Link each), waits `delay` seconds, then
     answers; with `late=1` the hints come after start_response, with
     `bad=1` they carry an invalid header name, with `raise=1` the app
-    raises right after sending them."""
+    raises right after sending them, with `bytes=1` they are given as bytes
+    (gunicorn takes both)."""
     q = _query(environ)
     send_hints = environ["wsgi.early_hints"]
     links = [f"</static/app{i}.css>; rel=preload; as=style" for i in range(int(q.get("n", "1")))]
@@ -412,7 +413,10 @@ def hints_route(environ, start_response):
         send_hints([("Link", links[0])])
         return [b"late"]
     for link in links:
-        send_hints([("Link", link)])
+        if q.get("bytes"):
+            send_hints([(b"Link", link.encode())])
+        else:
+            send_hints([("Link", link)])
     if q.get("raise"):
         raise RuntimeError("failed after sending hints")
     time.sleep(float(q.get("delay", "0")))
