@@ -170,12 +170,16 @@ impl Interim {
     }
 }
 
-/// Fields about the connection or the message's own framing, which a 103
-/// must not carry: they would speak for the connection, not the hints.
+/// Fields about the connection itself, which HTTP/2 forbids (RFC 9113,
+/// 8.2.2) and a 103 must not carry on either protocol.
+pub const CONNECTION_FIELDS: [&str; 6] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
+
+/// Whether a 103 must leave `name` out: a connection field, or
+/// `Content-Length`, which would describe a body a 103 never has.
 fn is_connection_field(name: &[u8]) -> bool {
-    const FIELDS: [&[u8]; 7] =
-        [b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"content-length"];
-    FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field))
+    name.eq_ignore_ascii_case(b"content-length")
+        || CONNECTION_FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field.as_bytes()))
 }
 
 /// One HTTP/1.1 request's way to its connection's [`Interim`]. Sealed once

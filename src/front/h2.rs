@@ -32,7 +32,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::{Instant, Sleep};
 
 use super::conn::stopped;
-use super::early_hints::{EarlyHints, HintSink};
+use super::early_hints::{EarlyHints, HintSink, CONNECTION_FIELDS};
 use super::framing::Limits;
 use super::guard::Settings;
 use super::handler::{error_response, Front, Peer};
@@ -335,7 +335,7 @@ fn strip_connection_fields(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name.as_str());
     }
-    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"] {
+    for name in CONNECTION_FIELDS {
         headers.remove(name);
     }
 }
