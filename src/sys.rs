@@ -123,6 +123,37 @@ pub fn send_with_fds(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: &[RawFd]) ->
     Ok(n as usize)
 }
 
+/// Sends `bufs` on a stream socket with `MSG_MORE`: the kernel holds them
+/// back for what follows (a file's bytes after a response head) rather
+/// than sending a short segment. Never raises SIGPIPE.
+pub fn send_more(fd: &impl AsRawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: `msg` points at `bufs`, alive for the call; IoSlice is
+    // ABI-compatible with iovec.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_MORE) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `sendfile(2)`: up to `len` bytes of `file` from `offset` to the socket
+/// `fd`, without passing through user space. 0 means `offset` is at or
+/// past the file's end.
+pub fn sendfile(fd: &impl AsRawFd, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
+    let mut offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both descriptors are open for the call; `offset` is a valid
+    // off_t the kernel updates.
+    let n = unsafe { libc::sendfile(fd.as_raw_fd(), file.as_raw_fd(), &mut offset, len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Receives into `buf`, appending any descriptors that came along to `fds`
 /// (close-on-exec). Returns the bytes read; 0 means the peer closed.
 /// On a seqpacket socket a message longer than `buf` is an error, not a

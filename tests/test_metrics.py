@@ -1,6 +1,7 @@
 """Prometheus metrics on --metrics-bind: scraped over HTTP, parsed with
 prometheus_client's own text parser, and checked against known traffic."""
 
+import os
 import re
 import signal
 import time
@@ -227,5 +228,30 @@ def test_static_cache_hits(tmp_path):
         hits_after, misses_after = cache()
         assert misses_after == misses
         assert hits_after - hits >= 3
+    finally:
+        t.stop()
+
+
+@pytest.mark.parametrize("flag", [None, "--no-sendfile"])
+def test_files_go_with_sendfile_unless_turned_off(tmp_path, flag):
+    """Files over the small-file cache's limit are sent with sendfile(2) on
+    plain HTTP/1.1 (whole, and as a range), byte for byte; --no-sendfile
+    reads them instead."""
+    static = tmp_path / "static"
+    static.mkdir()
+    content = os.urandom(3 * 1024 * 1024 + 17)
+    (static / "big.bin").write_bytes(content)
+    extra = [flag] if flag else []
+    args = ["--metrics-bind", "127.0.0.1:0", "--static", f"/static/={static}", *extra]
+    t = Tandem("wsgi_app:app", *args)
+    try:
+        url = t.wait_for_log(METRICS_RE).group(1)
+        before = value(scrape(url)[0], "tandem_sendfile_bytes_total")
+        assert t.get("/static/big.bin").body == content
+        ranged = t.get("/static/big.bin", headers={"Range": "bytes=1000-400999"})
+        assert ranged.status == 206
+        assert ranged.body == content[1000:401000]
+        sent = value(scrape(url)[0], "tandem_sendfile_bytes_total") - before
+        assert sent == (0 if flag else len(content) + 400000)
     finally:
         t.stop()

@@ -50,6 +50,8 @@ pub struct StaticOptions {
     /// Bytes of small files (and names known to be absent) kept in memory;
     /// 0 turns the cache off.
     pub cache: usize,
+    /// Send files with `sendfile(2)` where the connection allows it.
+    pub sendfile: bool,
 }
 
 impl Default for StaticOptions {
@@ -65,6 +67,7 @@ impl Default for StaticOptions {
             compress_min_size: DEFAULT_COMPRESS_MIN_SIZE,
             compress_cache: DEFAULT_COMPRESS_CACHE,
             cache: DEFAULT_FILE_CACHE,
+            sendfile: true,
         }
     }
 }
@@ -131,6 +134,14 @@ pub(super) struct StaticArgs {
     /// it off.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FILE_CACHE)]
     static_cache: usize,
+
+    /// Read files into memory and write them out, instead of sending them
+    /// with sendfile(2) (like nginx's 'sendfile off', for file systems where
+    /// sendfile misbehaves). sendfile is used on plain HTTP/1.1 connections for
+    /// files that are not in the small-file cache (static, X-Accel-Redirect and
+    /// responses buffered to disk); TLS and HTTP/2 always read files.
+    #[arg(long)]
+    no_sendfile: bool,
 }
 
 impl StaticArgs {
@@ -148,6 +159,7 @@ impl StaticArgs {
             compress_min_size: self.static_compress_min_size,
             compress_cache: self.static_compress_cache,
             cache: self.static_cache,
+            sendfile: !self.no_sendfile,
         };
         Ok((mounts, options))
     }

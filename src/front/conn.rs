@@ -24,6 +24,7 @@ use super::early_hints::{EarlyHints, Interim, RequestInterim};
 use super::guard::{GuardedIo, Settings};
 use super::handler::{Front, Peer};
 use super::proxy_protocol;
+use super::sendfile::{FileSends, FileSink};
 use crate::wire::Scheme;
 
 /// What a client with HTTP/2 prior knowledge sends first (RFC 9113, 3.4).
@@ -36,7 +37,7 @@ const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(
 /// Serves one accepted connection until it closes.
 pub async fn serve<S>(socket: S, mut peer: Peer, front: Arc<Front>, mut stop: watch::Receiver<bool>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + FileSink + Unpin + Send + 'static,
 {
     let accepted = Instant::now();
     let settings = Settings::new(&front.config);
@@ -86,7 +87,7 @@ async fn choose_protocol<S>(
     mut stop: watch::Receiver<bool>,
     accepted: Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + FileSink + Unpin + Send + 'static,
 {
     let peer = Arc::new(peer);
     if alpn_h2 {
@@ -135,12 +136,18 @@ async fn sniff<S: AsyncRead + Unpin>(socket: &mut S) -> io::Result<Bytes> {
 /// HTTP/1.1 through the guard (framing, limits and timeouts).
 async fn serve_http1<S>(io: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>, accepted: Instant)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + FileSink + Unpin + Send + 'static,
 {
     let settings = Settings::new(&front.config);
     let interim = Interim::new();
-    let io = GuardedIo::new(io, settings).accepted_at(accepted).with_interim(Arc::clone(&interim));
+    let sends = (io.sends_files() && front.config.static_options.sendfile).then(FileSends::new);
+    let mut io = GuardedIo::new(io, settings).accepted_at(accepted).with_interim(Arc::clone(&interim));
     let mut builder = hyper::server::conn::http1::Builder::new();
+    if let Some(sends) = &sends {
+        io = io.with_file_sends(Arc::clone(sends));
+        // Body chunks kept as given, never copied: see `sendfile`.
+        builder.writev(true);
+    }
     builder
         .keep_alive(settings.keepalive_timeout.is_some())
         // hyper then reads only between requests and inside bodies, which
@@ -161,6 +168,9 @@ where
             first_request.notify_one();
             if req.version() == http::Version::HTTP_11 {
                 req.extensions_mut().insert(EarlyHints::new(RequestInterim::new(&interim)));
+            }
+            if let Some(sends) = &sends {
+                req.extensions_mut().insert(Arc::clone(sends));
             }
             Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer)))
         })
@@ -290,6 +300,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: FileSink> FileSink for Prefixed<S> {
+    fn sends_files(&self) -> bool {
+        self.inner.sends_files()
+    }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_send_file(cx, file, offset, len)
+    }
+
+    fn poll_write_more(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        self.inner.poll_write_more(cx, bufs)
     }
 }
 

@@ -7,10 +7,13 @@
 //! site serves) is read right there on the event-loop thread, with
 //! `RWF_NOWAIT` so that the call can never wait for the disk; only what
 //! would wait goes to the blocking pool. That spares most chunks two thread
-//! hand-offs, and keeps at most one chunk per response in memory. (True
-//! `sendfile(2)` is not possible: hyper owns the connection and only takes
-//! body bytes from user space.) What the pieces are is the caller's
-//! business; how they reach the client is hyper's.
+//! hand-offs, and keeps at most one chunk per response in memory.
+//!
+//! On a connection that can take `sendfile(2)` ([`FileBody::send_with`]),
+//! a piece found in the page cache is not read at all: hyper gets a
+//! stand-in and the socket sends the file itself (see `sendfile`). What the
+//! pieces are is the caller's business; how they reach the client is
+//! hyper's.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
 use super::response::ResponseBody;
+use super::sendfile::FileSends;
 
 /// Largest piece read from a file at a time.
 pub const FILE_CHUNK: usize = 256 * 1024;
@@ -38,7 +42,7 @@ pub enum Segment {
 /// A body made of `segments` (static files, multipart ranges), read as it
 /// is sent.
 pub fn segments_body(segments: Vec<Segment>, label: String) -> ResponseBody {
-    ResponseBody::Files(Box::new(FileBody { queue: segments.into(), reading: None, label }))
+    ResponseBody::Files(Box::new(FileBody { queue: segments.into(), reading: None, sends: None, label }))
 }
 
 /// The state of a [`segments_body`].
@@ -46,11 +50,18 @@ pub struct FileBody {
     queue: VecDeque<Segment>,
     /// A read the page cache couldn't answer, on the blocking pool.
     reading: Option<JoinHandle<io::Result<Bytes>>>,
+    /// The connection's `sendfile` record, if it can take one.
+    sends: Option<Arc<FileSends>>,
     /// Names the request in error logs.
     label: String,
 }
 
 impl FileBody {
+    /// Sends the file pieces with `sendfile(2)` through `sends`.
+    pub fn send_with(&mut self, sends: Arc<FileSends>) {
+        self.sends = Some(sends);
+    }
+
     /// The next piece; `None` at the end.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
@@ -67,6 +78,14 @@ impl FileBody {
                 Some(Segment::File { len: 0, .. }) => continue,
                 Some(Segment::File { file, offset, len }) => (file, offset, len),
             };
+            if let Some(sends) = &self.sends {
+                let piece = (len as usize).min(super::sendfile::MAX_PIECE);
+                if in_page_cache(&file, offset + piece as u64 - 1) {
+                    let stand_in = sends.stand_in(Arc::clone(&file), offset, piece);
+                    self.put_back(file, offset + piece as u64, len - piece as u64);
+                    return Poll::Ready(Some(Ok(stand_in)));
+                }
+            }
             let want = (len as usize).min(FILE_CHUNK);
             let mut buf = BytesMut::zeroed(want);
             match crate::sys::pread_cached(&file, &mut buf, offset) {
@@ -118,6 +137,15 @@ impl FileBody {
     }
 }
 
+/// Whether the byte at `offset` can be read without waiting for the disk:
+/// the last of a piece about to be sent with `sendfile(2)`, which would
+/// otherwise wait on the event-loop thread. (Read-ahead fills the cache in
+/// order, so the last byte stands for the piece.) A piece that fails the
+/// test, or a file that no longer reaches `offset`, is read as usual.
+fn in_page_cache(file: &std::fs::File, offset: u64) -> bool {
+    matches!(crate::sys::pread_cached(file, &mut [0u8; 1], offset), Ok(1))
+}
+
 /// Reads `buf.len()` bytes at `offset` (blocking).
 fn read_exact(file: &std::fs::File, mut buf: BytesMut, offset: u64) -> io::Result<Bytes> {
     match file.read_exact_at(&mut buf, offset) {
@@ -151,7 +179,7 @@ mod tests {
     }
 
     fn body_of(segments: Vec<Segment>) -> FileBody {
-        FileBody { queue: segments.into(), reading: None, label: "test".into() }
+        FileBody { queue: segments.into(), reading: None, sends: None, label: "test".into() }
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use super::early_hints::Interim;
 use super::framing::{Framing, Limits, Phase, Reject};
 use super::response::ResponseBody;
+use super::sendfile::{FileSends, FileSink};
 use crate::config::Config;
 
 /// Bytes read from the socket at a time.
@@ -144,6 +145,8 @@ pub struct GuardedIo<S> {
     write_timer: Timer,
     /// Early hints of this connection's requests.
     interim: Option<Arc<Interim>>,
+    /// The file pieces behind the stand-ins in hyper's output (`sendfile`).
+    sends: Option<Arc<FileSends>>,
 }
 
 impl<S> GuardedIo<S>
@@ -169,7 +172,14 @@ where
             write_stalled: None,
             write_timer: Timer::default(),
             interim: None,
+            sends: None,
         }
+    }
+
+    /// Sends the file pieces `sends` records in place of their stand-ins.
+    pub fn with_file_sends(mut self, sends: Arc<FileSends>) -> GuardedIo<S> {
+        self.sends = Some(sends);
+        self
     }
 
     /// Writes the early hints `interim` is given among hyper's bytes.
@@ -385,7 +395,7 @@ fn count_written(written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
 
 impl<S> hyper::rt::Write for GuardedIo<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + FileSink + Unpin,
 {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
@@ -401,7 +411,14 @@ where
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_interim(cx, false))?;
-        let written = this.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs));
+        let written = match this.sends.clone() {
+            Some(sends) => this.poll_write_with(cx, |io, cx| {
+                let io = io.get_mut();
+                super::sendfile::poll_write(io, &sends, cx, bufs)
+                    .unwrap_or_else(|| Pin::new(io).poll_write_vectored(cx, bufs))
+            }),
+            None => this.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs)),
+        };
         count_written(written)
     }
 

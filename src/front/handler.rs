@@ -26,6 +26,7 @@ use super::access_log::AccessLog;
 use super::early_hints::EarlyHints;
 use super::request_body::{self, ClientBody, RequestBody};
 use super::response::{self, ResponseBody};
+use super::sendfile::FileSends;
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Pool, Reply};
 use crate::metrics::{RouteKind, METRICS};
@@ -121,11 +122,17 @@ impl Front {
         let mut route = RouteKind::App;
         let (mut parts, body) = req.into_parts();
         let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, Arc::clone(&conn));
+        let sends = parts.extensions.remove::<Arc<FileSends>>();
         let response = match &self.access_log {
-            None => self.respond(parts, body, &conn, &peer, &mut None, &mut route).await,
+            None => {
+                let mut response = self.respond(parts, body, &conn, &peer, &mut None, &mut route).await;
+                response.body_mut().send_files_with(sends);
+                response
+            }
             Some(log) => {
                 let mut entry = log.entry(&parts, &peer);
-                let response = self.respond(parts, body, &conn, &peer, &mut entry.worker, &mut route).await;
+                let mut response = self.respond(parts, body, &conn, &peer, &mut entry.worker, &mut route).await;
+                response.body_mut().send_files_with(sends);
                 entry.status = response.status().as_u16();
                 response.map(|body| body.logged(entry))
             }

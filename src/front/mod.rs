@@ -10,7 +10,8 @@
 //! to bottom; `request_body` and `response` own the buffering on either
 //! side of the app or upstream; `accel` serves what `X-Accel-Redirect`
 //! names; `early_hints` carries the app's `103` responses to the client;
-//! `access_log` records each request once its response is sent.
+//! `access_log` records each request once its response is sent; `sendfile`
+//! sends files on plain HTTP/1.1 connections without copying them.
 //! What happens inside a worker is `worker`'s business, and how requests
 //! reach workers is `dispatch`'s.
 
@@ -28,6 +29,7 @@ mod listener;
 mod proxy_protocol;
 mod request_body;
 mod response;
+mod sendfile;
 mod tls;
 
 pub use access_log::{AccessLog, Format as AccessLogFormat, Target as AccessLogTarget};

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::access_log::Entry;
 use super::file_body::{FileBody, Segment};
+use super::sendfile::FileSends;
 use crate::dispatch::{Call, DispatchError, Reply};
 use crate::wire::ResponseHead;
 
@@ -51,6 +52,14 @@ impl ResponseBody {
     }
 
     /// This body, logged by `entry` once it has been sent.
+    /// Sends the files of a [`ResponseBody::Files`] with `sendfile(2)`
+    /// through `sends` (nothing changes for other bodies).
+    pub fn send_files_with(&mut self, sends: Option<Arc<FileSends>>) {
+        if let (ResponseBody::Files(body), Some(sends)) = (self, sends) {
+            body.send_with(sends);
+        }
+    }
+
     pub fn logged(self, entry: Entry) -> ResponseBody {
         ResponseBody::Logged(Box::new(self), Box::new(entry))
     }

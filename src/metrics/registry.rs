@@ -117,6 +117,7 @@ pub struct Metrics {
     workers: [AtomicU64; 4],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    sendfile_bytes: AtomicU64,
     connections: AtomicI64,
     connections_total: AtomicU64,
     gzip_hits: AtomicU64,
@@ -143,6 +144,7 @@ impl Metrics {
             workers: [const { AtomicU64::new(0) }; 4],
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            sendfile_bytes: AtomicU64::new(0),
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             gzip_hits: AtomicU64::new(0),
@@ -189,6 +191,11 @@ impl Metrics {
 
     pub fn bytes_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+
+    /// `n` of the bytes sent went with `sendfile(2)` (also counted in `bytes_out`).
+    pub fn sendfile_bytes(&self, n: usize) {
+        self.sendfile_bytes.fetch_add(n as u64, Relaxed);
     }
 
     pub fn connection_opened(&self) {
@@ -280,6 +287,8 @@ impl Metrics {
         let _ = writeln!(o, "tandem_received_bytes_total {}", self.bytes_in.load(Relaxed));
         head(o, "tandem_sent_bytes_total", "counter", "Bytes written to client connections.");
         let _ = writeln!(o, "tandem_sent_bytes_total {}", self.bytes_out.load(Relaxed));
+        head(o, "tandem_sendfile_bytes_total", "counter", "Bytes of files sent to clients with sendfile(2).");
+        let _ = writeln!(o, "tandem_sendfile_bytes_total {}", self.sendfile_bytes.load(Relaxed));
         head(o, "tandem_open_connections", "gauge", "Client connections open now.");
         let _ = writeln!(o, "tandem_open_connections {}", self.connections.load(Relaxed).max(0));
         head(o, "tandem_connections_total", "counter", "Client connections accepted.");
