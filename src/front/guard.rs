@@ -411,12 +411,17 @@ where
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_interim(cx, false))?;
-        let written = match this.sends.clone() {
-            Some(sends) => this.poll_write_with(cx, |io, cx| {
-                let io = io.get_mut();
-                super::sendfile::poll_write(io, &sends, cx, bufs)
-                    .unwrap_or_else(|| Pin::new(io).poll_write_vectored(cx, bufs))
-            }),
+        // Out of its field for the call, which borrows `this` whole.
+        let written = match this.sends.take() {
+            Some(sends) => {
+                let written = this.poll_write_with(cx, |io, cx| {
+                    let io = io.get_mut();
+                    super::sendfile::poll_write(io, &sends, cx, bufs)
+                        .unwrap_or_else(|| Pin::new(io).poll_write_vectored(cx, bufs))
+                });
+                this.sends = Some(sends);
+                written
+            }
             None => this.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs)),
         };
         count_written(written)
