@@ -1,11 +1,13 @@
 //! The few system calls the standard library and tokio don't wrap:
 //! socket pairs of a chosen type, `sendmsg`/`recvmsg` with a file
-//! descriptor riding along (`SCM_RIGHTS`), `memfd_create`, and `openat2`
-//! confined beneath a directory.
+//! descriptor riding along (`SCM_RIGHTS`), `memfd_create`, `openat2`
+//! confined beneath a directory, and inotify (`inotify`).
 //!
 //! This is one of the two modules allowed `unsafe` (the other is the child
 //! set-up in `supervisor::spawn`). Everything here is blocking or
 //! non-blocking exactly as the descriptor is; callers choose.
+
+pub mod inotify;
 
 use std::io::{self, IoSlice};
 use std::mem;

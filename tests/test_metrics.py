@@ -232,6 +232,50 @@ def test_static_cache_hits(tmp_path):
         t.stop()
 
 
+def test_static_cache_follows_change_notices_instead_of_stat(tmp_path):
+    """On a local file system, cached files are kept fresh by inotify: no
+    stat per use, and every change shows at once, including a write through
+    a hard link outside the root and a directory swapped on the way."""
+    static = tmp_path / "static"
+    (static / "css").mkdir(parents=True)
+    (static / "css" / "a.css").write_bytes(b"AAAA")
+    (static / "b.css").write_bytes(b"BBBB")
+    time.sleep(3.2)  # --static-cache remembers only files that have settled
+    t = Tandem("wsgi_app:app", "--metrics-bind", "127.0.0.1:0", "--static", f"/s/={static}")
+    try:
+        url = t.wait_for_log(METRICS_RE).group(1)
+
+        def cache():
+            s, _ = scrape(url)
+            stats = value(s, "tandem_static_cache_stats_total")
+            return stats, value(s, "tandem_static_cache_watches")
+
+        assert t.get("/s/css/a.css").body == b"AAAA"  # read and remembered
+        assert t.get("/s/b.css").body == b"BBBB"
+        stats, watches = cache()
+        assert watches >= 4  # the root, css/, and the two files
+        for _ in range(20):
+            assert t.get("/s/css/a.css").body == b"AAAA"
+            assert t.get("/s/b.css", headers={"Accept-Encoding": "br, gzip"}).body == b"BBBB"
+        assert cache()[0] == stats, "uses of watched entries need no stat"
+
+        os.link(static / "b.css", tmp_path / "elsewhere.css")
+        (tmp_path / "elsewhere.css").write_bytes(b"bbbb")  # in place, through the other name
+        assert t.get("/s/b.css").body == b"bbbb"
+        (static / "b.css.gz").write_bytes(b"GZ")  # a sibling appears
+        r = t.get("/s/b.css", headers={"Accept-Encoding": "gzip"})
+        assert r.body == b"GZ" and r.headers["Content-Encoding"] == "gzip"
+
+        (static / "css").rename(static / "css.old")  # the directory swapped for a new one
+        (static / "css").mkdir()
+        (static / "css" / "a.css").write_bytes(b"NEW!")
+        assert t.get("/s/css/a.css").body == b"NEW!"
+        (static / "css" / "a.css").unlink()
+        assert t.get("/s/css/a.css").status == 404
+    finally:
+        t.stop()
+
+
 @pytest.mark.parametrize("flag", [None, "--no-sendfile"])
 def test_files_go_with_sendfile_unless_turned_off(tmp_path, flag):
     """Files over the small-file cache's limit are sent with sendfile(2) on

@@ -129,9 +129,10 @@ pub(super) struct StaticArgs {
     static_compress_cache: usize,
 
     /// Memory for small static files (up to 64 KiB) and for names known to be
-    /// absent, like nginx's open_file_cache. Every use is checked against the
-    /// file system with one stat, so changed files are served at once. 0 turns
-    /// it off.
+    /// absent, like nginx's open_file_cache. Changed files are served at once:
+    /// on local file systems inotify reports every change, elsewhere (NFS,
+    /// FUSE, paths through symlinks) each use is checked with one stat. 0
+    /// turns it off.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FILE_CACHE)]
     static_cache: usize,
 

@@ -124,6 +124,8 @@ pub struct Metrics {
     gzip_misses: AtomicU64,
     file_hits: AtomicU64,
     file_misses: AtomicU64,
+    file_stats: AtomicU64,
+    file_watches: AtomicU64,
     /// Upstream name → healthy, set by the proxy's health checks.
     upstreams: Mutex<BTreeMap<String, bool>>,
 }
@@ -151,6 +153,8 @@ impl Metrics {
             gzip_misses: AtomicU64::new(0),
             file_hits: AtomicU64::new(0),
             file_misses: AtomicU64::new(0),
+            file_stats: AtomicU64::new(0),
+            file_watches: AtomicU64::new(0),
             upstreams: Mutex::new(BTreeMap::new()),
         }
     }
@@ -217,6 +221,16 @@ impl Metrics {
     pub fn file_cache(&self, hit: bool) {
         let counter = if hit { &self.file_hits } else { &self.file_misses };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// `--static-cache` checked an entry (or a directory) with `stat`.
+    pub fn static_cache_stat(&self) {
+        self.file_stats.fetch_add(1, Relaxed);
+    }
+
+    /// `--static-cache` now holds `n` inotify watches.
+    pub fn static_cache_watches(&self, n: usize) {
+        self.file_watches.store(n as u64, Relaxed);
     }
 
     /// The hook for the proxy route's health checks: `upstream` (as named in
@@ -307,6 +321,20 @@ impl Metrics {
             "Names --static-cache had to ask the file system about.",
         );
         let _ = writeln!(o, "tandem_static_cache_misses_total {}", self.file_misses.load(Relaxed));
+        head(
+            o,
+            "tandem_static_cache_stats_total",
+            "counter",
+            "stat calls --static-cache made to check entries that change notices could not cover.",
+        );
+        let _ = writeln!(o, "tandem_static_cache_stats_total {}", self.file_stats.load(Relaxed));
+        head(
+            o,
+            "tandem_static_cache_watches",
+            "gauge",
+            "inotify watches --static-cache holds (directories and files).",
+        );
+        let _ = writeln!(o, "tandem_static_cache_watches {}", self.file_watches.load(Relaxed));
         head(o, "tandem_static_gzip_cache_hits_total", "counter", "Static gzip responses served from the cache.");
         let _ = writeln!(o, "tandem_static_gzip_cache_hits_total {}", self.gzip_hits.load(Relaxed));
         head(o, "tandem_static_gzip_cache_misses_total", "counter", "Static files gzipped on demand (cache misses).");

@@ -3,7 +3,11 @@
 //! and which names do not exist (the `.br`/`.zst`/`.gz` siblings most files
 //! don't have).
 //!
-//! Every entry is checked against the file system on every use, with one
+//! Every entry is known to be unchanged when it is used, in one of two ways.
+//! Where change notices can be trusted (`notices`: a local file system, no
+//! symlink on the way), the entry is dropped as soon as anything on its
+//! path changes, and a use costs no system call beyond reading the notice
+//! queue once per lookup. Elsewhere it is checked on every use with one
 //! `stat` instead of the `open`s it saves:
 //! - a remembered file is used only while its path still leads to the same
 //!   inode with the same size, mtime and ctime. It was first opened through
@@ -12,7 +16,7 @@
 //! - a remembered absence is used only while the directory that should hold
 //!   the name is unchanged (same inode, mtime and ctime): creating, renaming
 //!   or removing a name in a directory changes its mtime. One lookup stats
-//!   each directory once ([`DirStamps`]), however many siblings it probes.
+//!   each directory once ([`Visit`]), however many siblings it probes.
 //!
 //! File-system timestamps advance in ticks of a few milliseconds, so a file
 //! changed twice within a tick can keep its mtime. Anything changed less
@@ -23,16 +27,19 @@
 //! and forgets the oldest entries first. What to do with a hit is
 //! `lookup`'s business.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use super::notices::{Changed, Notices, Ticket};
 use super::path::Root;
+use crate::sys::inotify::{Inotify, Notice};
 
 /// Files and directories changed more recently than this are not remembered.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -65,12 +72,15 @@ impl Stamp {
         }
     }
 
-    /// Changed within [`SETTLE`] of `now` (or in the future): not yet safe
-    /// to remember.
-    fn unsettled(&self, now: SystemTime) -> bool {
+    /// Changed within `settle` ([`SETTLE`]) of `now` (or in the future):
+    /// not yet safe to remember.
+    fn unsettled(&self, now: SystemTime, settle: Duration) -> bool {
+        if settle.is_zero() {
+            return false;
+        }
         let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let newest = self.mtime.0.max(self.ctime.0);
-        now - newest < SETTLE.as_secs() as i64 + 1
+        now - newest < settle.as_secs() as i64 + 1
     }
 }
 
@@ -98,6 +108,22 @@ enum Entry {
     },
 }
 
+/// How an entry is known to be unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// A `stat` on every use.
+    ByStat,
+    /// Change notices: it is dropped when anything on its path changes.
+    /// A file's own watch, given back when the entry goes.
+    ByNotices(Option<i32>),
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    kept: Kept,
+}
+
 /// What the cache says about a path.
 #[derive(Debug)]
 pub enum Probe {
@@ -120,18 +146,24 @@ fn stat(root: &Root, path: &Path) -> Option<(Stamp, bool)> {
     std::fs::metadata(path).ok().map(|meta| (Stamp::of(&meta), meta.is_dir()))
 }
 
-/// The `stat` of each directory one lookup has looked at (usually one).
+/// What one lookup has already asked the file system: the change notices
+/// (read once, at its first probe) and the `stat` of each directory it has
+/// looked at (usually one).
 #[derive(Default)]
-pub struct DirStamps {
+pub struct Visit {
+    notices_read: bool,
+    /// Entries kept by notices may be used without a `stat` (see
+    /// [`FileCache::read_notices`]).
+    trust_notices: bool,
     seen: Vec<(PathBuf, Option<Stamp>)>,
 }
 
-impl DirStamps {
+impl Visit {
     fn of(&mut self, root: &Root, dir: &Path) -> Option<Stamp> {
         if let Some((_, stamp)) = self.seen.iter().find(|(d, _)| d == dir) {
             return *stamp;
         }
-        let stamp = stat(root, dir).filter(|(_, is_dir)| *is_dir).map(|(stamp, _)| stamp);
+        let stamp = checked_stat(root, dir).filter(|(_, is_dir)| *is_dir).map(|(stamp, _)| stamp);
         self.seen.push((dir.to_path_buf(), stamp));
         stamp
     }
@@ -142,95 +174,191 @@ pub struct FileCache {
     limit: usize,
     /// Largest file held.
     max_file: u64,
+    /// [`SETTLE`]; zero in tests.
+    settle: Duration,
+    /// The change notices' queue, read without holding `inner`.
+    queue: Option<Arc<Inotify>>,
+    /// Threads reading `queue` and applying what they read.
+    reading: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
-    map: HashMap<PathBuf, Entry>,
+    map: HashMap<PathBuf, Slot>,
+    /// Oldest first; may hold paths since dropped (skipped, and compacted
+    /// away when they outnumber the entries).
     order: VecDeque<PathBuf>,
     size: usize,
+    notices: Notices,
 }
 
 impl FileCache {
     pub fn new(limit: usize, max_file: u64) -> FileCache {
-        FileCache { limit, max_file, inner: Mutex::new(Inner::default()) }
+        let notices = Notices::new();
+        let queue = notices.queue();
+        let inner = Inner { map: HashMap::new(), order: VecDeque::new(), size: 0, notices };
+        FileCache { limit, max_file, settle: SETTLE, queue, reading: AtomicUsize::new(0), inner: Mutex::new(inner) }
     }
 
     /// What is known about `path` (the root joined with the safe relative
     /// path), checked against the file system now.
     /// Counted in the metrics as a cache hit or miss.
-    pub fn probe(&self, root: &Root, path: &Path, dirs: &mut DirStamps) -> Probe {
-        let probe = self.probe_uncounted(root, path, dirs);
+    pub fn probe(&self, root: &Root, path: &Path, visit: &mut Visit) -> Probe {
+        let probe = self.probe_uncounted(root, path, visit);
         crate::metrics::METRICS.file_cache(!matches!(probe, Probe::Unknown));
         probe
     }
 
-    fn probe_uncounted(&self, root: &Root, path: &Path, dirs: &mut DirStamps) -> Probe {
+    fn probe_uncounted(&self, root: &Root, path: &Path, visit: &mut Visit) -> Probe {
+        if !visit.notices_read {
+            visit.trust_notices = self.read_notices();
+            visit.notices_read = true;
+        }
         let entry = match self.inner.lock() {
             Ok(inner) => match inner.map.get(path) {
-                Some(Entry::File(file)) => Entry::File(Arc::clone(file)),
-                Some(Entry::Missing { dir, dir_stamp }) => Entry::Missing { dir: dir.clone(), dir_stamp: *dir_stamp },
                 None => return Probe::Unknown,
+                Some(Slot { entry: Entry::File(file), kept: Kept::ByNotices(_) }) if visit.trust_notices => {
+                    return Probe::File(Arc::clone(file))
+                }
+                Some(Slot { entry: Entry::Missing { .. }, kept: Kept::ByNotices(_) }) if visit.trust_notices => {
+                    return Probe::Missing
+                }
+                Some(Slot { entry: Entry::File(file), .. }) => Entry::File(Arc::clone(file)),
+                Some(Slot { entry: Entry::Missing { dir, dir_stamp }, .. }) => {
+                    Entry::Missing { dir: dir.clone(), dir_stamp: *dir_stamp }
+                }
             },
             Err(_) => return Probe::Unknown,
         };
         match entry {
-            Entry::File(file) => match stat(root, path) {
+            Entry::File(file) => match checked_stat(root, path) {
                 Some((stamp, _)) if stamp == file.stamp => Probe::File(file),
                 _ => Probe::Unknown,
             },
-            Entry::Missing { dir, dir_stamp } => match dirs.of(root, &dir) {
+            Entry::Missing { dir, dir_stamp } => match visit.of(root, &dir) {
                 Some(now) if now == dir_stamp => Probe::Missing,
                 _ => Probe::Unknown,
             },
         }
     }
 
+    /// Reads the change notices queued so far, outside the lock, and drops
+    /// what they name. True if entries kept by notices can be trusted for a
+    /// lookup that starts now: no other thread is between reading notices
+    /// and applying them. (If one is, the notices it holds may predate this
+    /// lookup; the lookup then checks entries with `stat`, which is rare.)
+    fn read_notices(&self) -> bool {
+        let Some(queue) = &self.queue else { return false };
+        self.reading.fetch_add(1, SeqCst);
+        let mut read = Vec::new();
+        let read = queue.read(&mut read).map(|()| read);
+        if !matches!(&read, Ok(notices) if notices.is_empty()) {
+            if let Ok(mut inner) = self.inner.lock() {
+                inner.apply_notices(read);
+            }
+        }
+        let alone = self.reading.load(SeqCst) == 1;
+        self.reading.fetch_sub(1, SeqCst);
+        alone
+    }
+
     /// Reads and remembers a small, settled file just opened safely at
     /// `path`; `None` if it is not worth holding (too big, or just changed).
-    pub fn remember_file(&self, path: &Path, file: &File, meta: &Metadata) -> Option<Arc<CachedFile>> {
+    pub fn remember_file(&self, root: &Root, path: &Path, file: &File, meta: &Metadata) -> Option<Arc<CachedFile>> {
         let stamp = Stamp::of(meta);
-        if meta.len() > self.max_file || stamp.unsettled(SystemTime::now()) {
+        if meta.len() > self.max_file || stamp.unsettled(SystemTime::now(), self.settle) {
             return None;
         }
-        let bytes = super::lookup::read_all(file, meta.len()).ok()?;
+        // Watched before the bytes are read, so a write after the read is a
+        // notice; and the name must still lead to this file once the
+        // directories are watched (it might have been replaced since the open).
+        let ticket = self.ticket(root, path, true);
+        let mut watch = ticket.and_then(|t| self.inner.lock().ok()?.notices.watch_file(t, path, file));
+        if watch.is_some() && !checked_stat(root, path).is_some_and(|(now, _)| now == stamp) {
+            self.give_back(watch.take(), path);
+        }
+        let bytes = super::lookup::read_all(file, meta.len()).ok();
         // A file that changed while being read is served but not kept.
-        if bytes.len() as u64 != meta.len() || file.metadata().ok().map(|m| Stamp::of(&m)) != Some(stamp) {
+        let unchanged = file.metadata().ok().map(|m| Stamp::of(&m)) == Some(stamp);
+        let Some(bytes) = bytes.filter(|b| b.len() as u64 == meta.len() && unchanged) else {
+            self.give_back(watch, path);
             return None;
-        }
+        };
         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let cached = Arc::new(CachedFile { bytes, mtime, stamp });
-        self.insert(path.to_path_buf(), Entry::File(Arc::clone(&cached)));
+        self.insert(
+            path.to_path_buf(),
+            Entry::File(Arc::clone(&cached)),
+            ticket.zip(watch).map(|(t, wd)| (t, Some(wd))),
+        );
         Some(cached)
     }
 
     /// Remembers that `path` does not exist, if its directory has settled.
     /// Only a name that is truly absent: not a dangling symlink (its target
     /// may appear elsewhere) nor a FIFO or socket.
-    pub fn remember_missing(&self, root: &Root, path: &Path, dirs: &mut DirStamps) {
+    pub fn remember_missing(&self, root: &Root, path: &Path, visit: &mut Visit) {
+        let ticket = self.ticket(root, path, false);
         if !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
             return;
         }
         let Some(dir) = path.parent() else { return };
-        let Some(dir_stamp) = dirs.of(root, dir) else { return };
-        if dir_stamp.unsettled(SystemTime::now()) {
+        let Some(dir_stamp) = visit.of(root, dir) else { return };
+        if dir_stamp.unsettled(SystemTime::now(), self.settle) {
             return;
         }
-        self.insert(path.to_path_buf(), Entry::Missing { dir: dir.to_path_buf(), dir_stamp });
+        self.insert(
+            path.to_path_buf(),
+            Entry::Missing { dir: dir.to_path_buf(), dir_stamp },
+            ticket.map(|t| (t, None)),
+        );
     }
 
-    fn insert(&self, path: PathBuf, entry: Entry) {
+    fn give_back(&self, watch: Option<i32>, path: &Path) {
+        if let (Some(wd), Ok(mut inner)) = (watch, self.inner.lock()) {
+            inner.notices.forget(wd, path);
+        }
+    }
+
+    /// A ticket for keeping `path` (under `root`, a file if it `exists`)
+    /// by notices, with the directories on its way watched; `None` where
+    /// notices can't be trusted.
+    fn ticket(&self, root: &Root, path: &Path, exists: bool) -> Option<Ticket> {
+        let rel = path.strip_prefix(&root.path).ok()?;
+        self.inner.lock().ok()?.notices.ticket(root, rel, exists)
+    }
+
+    /// Holds `entry`, kept by notices if `by_notices` (its ticket and file
+    /// watch) is still good once the queued notices are read, else by `stat`.
+    fn insert(&self, path: PathBuf, entry: Entry, by_notices: Option<(Ticket, Option<i32>)>) {
         let cost = cost_of_entry(&path, &entry);
+        let Ok(mut inner) = self.inner.lock() else { return };
+        // Notices read (by any thread) since the ticket was taken have
+        // moved the generation on; ones still queued will drop this entry.
+        let kept = match by_notices {
+            Some((ticket, watch)) if inner.notices.still(ticket) => Kept::ByNotices(watch),
+            Some((_, Some(wd))) => {
+                inner.notices.forget(wd, &path);
+                Kept::ByStat
+            }
+            _ => Kept::ByStat,
+        };
+        // The old entry's watch is given back, unless the new one holds it.
+        let old_watch = match inner.map.get(&path).map(|old| old.kept) {
+            Some(Kept::ByNotices(Some(wd))) if kept != Kept::ByNotices(Some(wd)) => Some(wd),
+            _ => None,
+        };
+        if let Some(wd) = old_watch {
+            inner.notices.forget(wd, &path);
+        }
         if cost > self.limit {
+            inner.drop_entry(&path, false);
+            if let Kept::ByNotices(Some(wd)) = kept {
+                inner.notices.forget(wd, &path);
+            }
             return;
         }
-        let Ok(mut inner) = self.inner.lock() else { return };
-        if let Some(old) = inner.map.remove(&path) {
-            // A stale entry being replaced: its place in `order` stays, and
-            // is skipped when it comes up.
-            inner.size -= cost_of_entry(&path, &old);
-        } else {
+        if inner.drop_entry(&path, false).is_none() {
             inner.order.push_back(path.clone());
         }
         while inner.size + cost > self.limit {
@@ -239,13 +367,60 @@ impl FileCache {
                 inner.order.push_back(oldest);
                 continue;
             }
-            if let Some(gone) = inner.map.remove(&oldest) {
-                inner.size -= cost_of_entry(&oldest, &gone);
-            }
+            inner.drop_entry(&oldest, true);
         }
         inner.size += cost;
-        inner.map.insert(path, entry);
+        inner.map.insert(path, Slot { entry, kept });
+        inner.compact_order();
+        crate::metrics::METRICS.static_cache_watches(inner.notices.count());
     }
+}
+
+impl Inner {
+    /// Drops what the change notices just read say changed.
+    fn apply_notices(&mut self, read: std::io::Result<Vec<Notice>>) {
+        match self.notices.apply(read) {
+            Changed::Nothing => return,
+            Changed::Paths(paths) => {
+                for path in paths {
+                    self.drop_entry(&path, true);
+                }
+            }
+            Changed::Everything => {
+                self.map.clear();
+                self.order.clear();
+                self.size = 0;
+            }
+        }
+        crate::metrics::METRICS.static_cache_watches(self.notices.count());
+    }
+
+    /// Drops the entry at `path`, giving back its file watch if `unwatch`.
+    fn drop_entry(&mut self, path: &Path, unwatch: bool) -> Option<Slot> {
+        let slot = self.map.remove(path)?;
+        self.size -= cost_of_entry(path, &slot.entry);
+        if let (true, Kept::ByNotices(Some(wd))) = (unwatch, slot.kept) {
+            self.notices.forget(wd, path);
+        }
+        Some(slot)
+    }
+
+    /// Drops the paths in `order` whose entries are gone, once they
+    /// outnumber the entries.
+    fn compact_order(&mut self) {
+        if self.order.len() <= 2 * self.map.len() + 1024 {
+            return;
+        }
+        let mut seen = HashSet::new();
+        let map = &self.map;
+        self.order.retain(|path| map.contains_key(path) && seen.insert(path.clone()));
+    }
+}
+
+/// [`stat`], counted: the check that entries kept by notices don't need.
+fn checked_stat(root: &Root, path: &Path) -> Option<(Stamp, bool)> {
+    crate::metrics::METRICS.static_cache_stat();
+    stat(root, path)
 }
 
 fn cost_of_entry(path: &Path, entry: &Entry) -> usize {
@@ -257,78 +432,5 @@ fn cost_of_entry(path: &Path, entry: &Entry) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settled_dir() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = std::fs::canonicalize(dir.path()).unwrap();
-        (dir, path)
-    }
-
-    #[test]
-    fn files_are_remembered_until_they_change() {
-        let (_dir, root) = settled_dir();
-        let r = Root::open(&root);
-        let path = root.join("a.css");
-        std::fs::write(&path, "one").unwrap();
-        let cache = FileCache::new(1 << 20, 1024);
-        let mut dirs = DirStamps::default();
-        let file = File::open(&path).unwrap();
-        // Just written: ctime is now, so it is not remembered yet.
-        assert!(cache.remember_file(&path, &file, &file.metadata().unwrap()).is_none());
-        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::Unknown));
-
-        // ctime can't be set back to make it settle: insert it as
-        // remember_file would have a few seconds later.
-        let meta = file.metadata().unwrap();
-        let cached = Arc::new(CachedFile {
-            bytes: Bytes::from_static(b"one"),
-            mtime: meta.modified().unwrap(),
-            stamp: Stamp::of(&meta),
-        });
-        cache.insert(path.clone(), Entry::File(cached));
-        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::File(f) if &f.bytes[..] == b"one"));
-
-        std::fs::write(&path, "two!").unwrap();
-        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::Unknown));
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(cache.probe(&r, &path, &mut dirs), Probe::Unknown));
-    }
-
-    #[test]
-    fn absences_last_until_the_directory_changes() {
-        let (_dir, root) = settled_dir();
-        let r = Root::open(&root);
-        let cache = FileCache::new(1 << 20, 1024);
-        let gone = root.join("a.css.br");
-
-        // A directory changed just now is not trusted yet.
-        cache.remember_missing(&r, &gone, &mut DirStamps::default());
-        assert!(matches!(cache.probe(&r, &gone, &mut DirStamps::default()), Probe::Unknown));
-
-        let dir_stamp = DirStamps::default().of(&r, &root).unwrap();
-        cache.insert(gone.clone(), Entry::Missing { dir: root.clone(), dir_stamp });
-        assert!(matches!(cache.probe(&r, &gone, &mut DirStamps::default()), Probe::Missing));
-
-        std::fs::write(&gone, "now it exists").unwrap();
-        assert!(matches!(cache.probe(&r, &gone, &mut DirStamps::default()), Probe::Unknown));
-    }
-
-    #[test]
-    fn oldest_entries_go_first() {
-        let (_dir, root) = settled_dir();
-        let r = Root::open(&root);
-        let stamp = DirStamps::default().of(&r, &root).unwrap();
-        let one = cost_of_entry(&root.join("a"), &Entry::Missing { dir: root.clone(), dir_stamp: stamp });
-        let cache = FileCache::new(2 * one, 1024);
-        for name in ["a", "b", "c"] {
-            cache.insert(root.join(name), Entry::Missing { dir: root.clone(), dir_stamp: stamp });
-        }
-        let mut dirs = DirStamps::default();
-        assert!(matches!(cache.probe(&r, &root.join("a"), &mut dirs), Probe::Unknown));
-        assert!(matches!(cache.probe(&r, &root.join("b"), &mut dirs), Probe::Missing));
-        assert!(matches!(cache.probe(&r, &root.join("c"), &mut dirs), Probe::Missing));
-        assert!(cache.inner.lock().unwrap().size <= 2 * one);
-    }
-}
+#[path = "file_cache_tests.rs"]
+mod tests;

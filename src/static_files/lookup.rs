@@ -30,7 +30,7 @@ use super::compress::{self, GzipCache};
 use super::conditional::Validators;
 use super::content_type;
 use super::encoding::{Accepted, Coding};
-use super::file_cache::{CachedFile, DirStamps, FileCache, Probe};
+use super::file_cache::{CachedFile, FileCache, Probe, Visit};
 use super::listing::Listing;
 use super::path::{open_beneath, Opened, Refused, Root};
 use crate::config::StaticOptions;
@@ -129,7 +129,7 @@ struct Opener<'a> {
     root: &'a Root,
     follow: bool,
     cache: Option<&'a FileCache>,
-    dirs: DirStamps,
+    visit: Visit,
 }
 
 impl Opener<'_> {
@@ -143,19 +143,19 @@ impl Opener<'_> {
             };
         };
         let path = self.root.path.join(rel);
-        match cache.probe(self.root, &path, &mut self.dirs) {
+        match cache.probe(self.root, &path, &mut self.visit) {
             Probe::File(cached) => return Entry::File(Source::Cached(cached)),
             Probe::Missing => return Entry::Missing,
             Probe::Unknown => {}
         }
         match open_beneath(self.root, rel, self.follow) {
-            Opened::File(file, meta) => match cache.remember_file(&path, &file, &meta) {
+            Opened::File(file, meta) => match cache.remember_file(self.root, &path, &file, &meta) {
                 Some(cached) => Entry::File(Source::Cached(cached)),
                 None => Entry::File(Source::Open(file, meta)),
             },
             Opened::Dir(dir) => Entry::Dir(dir),
             Opened::Missing => {
-                cache.remember_missing(self.root, &path, &mut self.dirs);
+                cache.remember_missing(self.root, &path, &mut self.visit);
                 Entry::Missing
             }
             Opened::Refused(why) => Entry::Refused(why),
@@ -190,7 +190,7 @@ pub fn lookup(
     file_cache: Option<&FileCache>,
 ) -> Lookup {
     let mut opener =
-        Opener { root: wanted.root, follow: options.follow_symlinks, cache: file_cache, dirs: DirStamps::default() };
+        Opener { root: wanted.root, follow: options.follow_symlinks, cache: file_cache, visit: Visit::default() };
     let mut rel = PathBuf::from_iter(&wanted.segments);
     let mut name = wanted.segments.last().cloned().unwrap_or_default();
     let source = match opener.open(&rel) {

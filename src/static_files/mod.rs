@@ -20,6 +20,7 @@ mod encoding;
 mod file_cache;
 mod listing;
 mod lookup;
+mod notices;
 mod path;
 mod range;
 mod serve;

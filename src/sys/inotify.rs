@@ -1,0 +1,180 @@
+//! `inotify(7)`, read without blocking, and the two checks that decide
+//! whether its notices can be trusted for a path: the file system reports
+//! every change to it (a local one, not NFS or FUSE, whose other clients
+//! change files silently), and no symlink lies on the way to it.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+/// One notice: the watch it came from, what happened, and the name inside
+/// a watched directory it happened to (none for the watched object itself).
+#[derive(Debug)]
+pub struct Notice {
+    pub wd: i32,
+    pub mask: u32,
+    pub name: Option<OsString>,
+}
+
+/// An inotify instance (non-blocking, close-on-exec).
+#[derive(Debug)]
+pub struct Inotify {
+    fd: OwnedFd,
+}
+
+impl Inotify {
+    pub fn new() -> io::Result<Inotify> {
+        // SAFETY: inotify_init1 takes only flags.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        Ok(Inotify { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Watches `path` (following symlinks, so `/proc/self/fd/N` names the
+    /// open file itself) for `mask`; the watch descriptor, shared by every
+    /// path that leads to the same inode.
+    pub fn watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
+        let path = c_path(path)?;
+        // SAFETY: a valid descriptor and a NUL-terminated path alive for the call.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), mask) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(wd)
+    }
+
+    /// Drops a watch; its `IN_IGNORED` notice follows.
+    pub fn unwatch(&self, wd: i32) {
+        // SAFETY: plain integers; a stale `wd` only gets EINVAL.
+        unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+    }
+
+    /// Appends every notice queued so far to `out`: one `read` when there
+    /// are none.
+    pub fn read(&self, out: &mut Vec<Notice>) -> io::Result<()> {
+        // Aligned for `inotify_event`; room for many notices per read.
+        let mut buf = [0u64; 512];
+        loop {
+            // SAFETY: `buf` is writable for its whole size during the call.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), mem::size_of_val(&buf)) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                return match err.kind() {
+                    io::ErrorKind::WouldBlock => Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(err),
+                };
+            }
+            // SAFETY: the kernel wrote `n` bytes into `buf`.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+            parse(bytes, out);
+        }
+    }
+}
+
+const HEAD: usize = mem::size_of::<libc::inotify_event>();
+
+/// Splits what one `read` returned into notices.
+fn parse(mut bytes: &[u8], out: &mut Vec<Notice>) {
+    while bytes.len() >= HEAD {
+        let field = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+        let (wd, mask, len) = (field(0) as i32, field(4), field(12) as usize);
+        let Some(raw_name) = bytes.get(HEAD..HEAD + len) else { return };
+        let name = raw_name.split(|&b| b == 0).next().filter(|n| !n.is_empty());
+        out.push(Notice { wd, mask, name: name.map(|n| OsString::from_vec(n.to_vec())) });
+        bytes = &bytes[HEAD + len..];
+    }
+}
+
+/// `statfs` types whose changes all pass through this kernel, so inotify
+/// sees them: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, overlayfs, F2FS, ZFS.
+const LOCAL_FILE_SYSTEMS: [i64; 8] =
+    [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x8584_58f6, 0x794c_7630, 0xF2F5_2010, 0x2fc1_2fc1];
+
+/// Whether `path` is on a file system whose every change inotify reports.
+pub fn on_local_file_system(path: &Path) -> io::Result<bool> {
+    let path = c_path(path)?;
+    let mut st = mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: a NUL-terminated path and storage for one `struct statfs`.
+    if unsafe { libc::statfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs succeeded and filled `st` in.
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    let kind = unsafe { st.assume_init() }.f_type as i64;
+    Ok(LOCAL_FILE_SYSTEMS.contains(&kind))
+}
+
+/// Whether `rel` resolves beneath `dir` without following any symlink
+/// (`openat2` with `RESOLVE_NO_SYMLINKS`). False on kernels without it.
+pub fn reached_without_symlinks(dir: &impl AsRawFd, rel: &Path) -> bool {
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let Ok(path) = c_path(rel) else { return false };
+    let how = super::OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+    };
+    // SAFETY: a NUL-terminated path and a properly laid out open_how, both
+    // alive for the call; the size passed is its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const super::OpenHow,
+            mem::size_of::<super::OpenHow>(),
+        )
+    };
+    if rc < 0 {
+        return false;
+    }
+    // SAFETY: openat2 returned a new descriptor that we now own (and close).
+    drop(unsafe { OwnedFd::from_raw_fd(rc as RawFd) });
+    true
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_name_what_changed_and_reading_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let inotify = Inotify::new().unwrap();
+        let mut out = Vec::new();
+        inotify.read(&mut out).unwrap();
+        assert!(out.is_empty());
+
+        let wd = inotify.watch(dir.path(), libc::IN_CREATE | libc::IN_DELETE).unwrap();
+        std::fs::write(dir.path().join("a-rather-long-name.css"), "x").unwrap();
+        std::fs::remove_file(dir.path().join("a-rather-long-name.css")).unwrap();
+        inotify.read(&mut out).unwrap();
+        let seen: Vec<_> = out.iter().map(|n| (n.wd, n.mask & !libc::IN_ISDIR, n.name.clone())).collect();
+        let name = Some(OsString::from("a-rather-long-name.css"));
+        assert_eq!(seen, [(wd, libc::IN_CREATE, name.clone()), (wd, libc::IN_DELETE, name)]);
+    }
+
+    #[test]
+    fn symlinks_on_the_way_are_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("real/a.css"), "x").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+        let root = std::fs::File::open(dir.path()).unwrap();
+        assert!(reached_without_symlinks(&root, Path::new("real/a.css")));
+        assert!(reached_without_symlinks(&root, Path::new("")));
+        assert!(!reached_without_symlinks(&root, Path::new("link/a.css")));
+        assert!(!reached_without_symlinks(&root, Path::new("real/missing.css")));
+    }
+}
