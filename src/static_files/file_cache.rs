@@ -31,7 +31,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -39,7 +38,7 @@ use bytes::Bytes;
 
 use super::notices::{Changed, Notices, Ticket};
 use super::path::Root;
-use crate::sys::inotify::{Inotify, Notice};
+use crate::sys::inotify::Readiness;
 
 /// Files and directories changed more recently than this are not remembered.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -152,9 +151,6 @@ fn stat(root: &Root, path: &Path) -> Option<(Stamp, bool)> {
 #[derive(Default)]
 pub struct Visit {
     notices_read: bool,
-    /// Entries kept by notices may be used without a `stat` (see
-    /// [`FileCache::read_notices`]).
-    trust_notices: bool,
     seen: Vec<(PathBuf, Option<Stamp>)>,
 }
 
@@ -176,10 +172,8 @@ pub struct FileCache {
     max_file: u64,
     /// [`SETTLE`]; zero in tests.
     settle: Duration,
-    /// The change notices' queue, read without holding `inner`.
-    queue: Option<Arc<Inotify>>,
-    /// Threads reading `queue` and applying what they read.
-    reading: AtomicUsize,
+    /// Whether change notices are waiting, asked without holding `inner`.
+    ready: Option<Arc<Readiness>>,
     inner: Mutex<Inner>,
 }
 
@@ -195,9 +189,9 @@ struct Inner {
 impl FileCache {
     pub fn new(limit: usize, max_file: u64) -> FileCache {
         let notices = Notices::new();
-        let queue = notices.queue();
+        let ready = notices.readiness();
         let inner = Inner { map: HashMap::new(), order: VecDeque::new(), size: 0, notices };
-        FileCache { limit, max_file, settle: SETTLE, queue, reading: AtomicUsize::new(0), inner: Mutex::new(inner) }
+        FileCache { limit, max_file, settle: SETTLE, ready, inner: Mutex::new(inner) }
     }
 
     /// What is known about `path` (the root joined with the safe relative
@@ -211,18 +205,16 @@ impl FileCache {
 
     fn probe_uncounted(&self, root: &Root, path: &Path, visit: &mut Visit) -> Probe {
         if !visit.notices_read {
-            visit.trust_notices = self.read_notices();
+            self.read_notices();
             visit.notices_read = true;
         }
         let entry = match self.inner.lock() {
             Ok(inner) => match inner.map.get(path) {
                 None => return Probe::Unknown,
-                Some(Slot { entry: Entry::File(file), kept: Kept::ByNotices(_) }) if visit.trust_notices => {
+                Some(Slot { entry: Entry::File(file), kept: Kept::ByNotices(_) }) => {
                     return Probe::File(Arc::clone(file))
                 }
-                Some(Slot { entry: Entry::Missing { .. }, kept: Kept::ByNotices(_) }) if visit.trust_notices => {
-                    return Probe::Missing
-                }
+                Some(Slot { entry: Entry::Missing { .. }, kept: Kept::ByNotices(_) }) => return Probe::Missing,
                 Some(Slot { entry: Entry::File(file), .. }) => Entry::File(Arc::clone(file)),
                 Some(Slot { entry: Entry::Missing { dir, dir_stamp }, .. }) => {
                     Entry::Missing { dir: dir.clone(), dir_stamp: *dir_stamp }
@@ -242,24 +234,20 @@ impl FileCache {
         }
     }
 
-    /// Reads the change notices queued so far, outside the lock, and drops
-    /// what they name. True if entries kept by notices can be trusted for a
-    /// lookup that starts now: no other thread is between reading notices
-    /// and applying them. (If one is, the notices it holds may predate this
-    /// lookup; the lookup then checks entries with `stat`, which is rare.)
-    fn read_notices(&self) -> bool {
-        let Some(queue) = &self.queue else { return false };
-        self.reading.fetch_add(1, SeqCst);
-        let mut read = Vec::new();
-        let read = queue.read(&mut read).map(|()| read);
-        if !matches!(&read, Ok(notices) if notices.is_empty()) {
+    /// Applies the change notices queued so far: asks (one `epoll_wait`,
+    /// without the lock) whether any are waiting, and only if so reads and
+    /// applies them under the lock. A notice another thread has read is
+    /// applied before that thread lets go of the lock, and a lookup needs
+    /// the lock to see any entry, so it never sees one that a notice queued
+    /// before it began has condemned.
+    fn read_notices(&self) {
+        let Some(ready) = &self.ready else { return };
+        let ready = ready.ready();
+        if !matches!(ready, Ok(0)) {
             if let Ok(mut inner) = self.inner.lock() {
-                inner.apply_notices(read);
+                inner.apply_notices(ready);
             }
         }
-        let alone = self.reading.load(SeqCst) == 1;
-        self.reading.fetch_sub(1, SeqCst);
-        alone
     }
 
     /// Reads and remembers a small, settled file just opened safely at
@@ -274,7 +262,7 @@ impl FileCache {
         // directories are watched (it might have been replaced since the open).
         let ticket = self.ticket(root, path, true);
         let mut watch = ticket.and_then(|t| self.inner.lock().ok()?.notices.watch_file(t, path, file));
-        if watch.is_some() && !checked_stat(root, path).is_some_and(|(now, _)| now == stamp) {
+        if watch.is_some() && !stat(root, path).is_some_and(|(now, _)| now == stamp) {
             self.give_back(watch.take(), path);
         }
         let bytes = super::lookup::read_all(file, meta.len()).ok();
@@ -298,13 +286,19 @@ impl FileCache {
     /// Only a name that is truly absent: not a dangling symlink (its target
     /// may appear elsewhere) nor a FIFO or socket.
     pub fn remember_missing(&self, root: &Root, path: &Path, visit: &mut Visit) {
-        let ticket = self.ticket(root, path, false);
-        if !matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        let absent = || matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        if !absent() {
             return;
         }
         let Some(dir) = path.parent() else { return };
         let Some(dir_stamp) = visit.of(root, dir) else { return };
         if dir_stamp.unsettled(SystemTime::now(), self.settle) {
+            return;
+        }
+        // Still absent once the directories are watched: a name created
+        // from now on is a notice.
+        let ticket = self.ticket(root, path, false);
+        if ticket.is_some() && !absent() {
             return;
         }
         self.insert(
@@ -317,6 +311,7 @@ impl FileCache {
     fn give_back(&self, watch: Option<i32>, path: &Path) {
         if let (Some(wd), Ok(mut inner)) = (watch, self.inner.lock()) {
             inner.notices.forget(wd, path);
+            crate::metrics::METRICS.static_cache_watches(inner.notices.count());
         }
     }
 
@@ -343,22 +338,15 @@ impl FileCache {
             }
             _ => Kept::ByStat,
         };
-        // The old entry's watch is given back, unless the new one holds it.
-        let old_watch = match inner.map.get(&path).map(|old| old.kept) {
-            Some(Kept::ByNotices(Some(wd))) if kept != Kept::ByNotices(Some(wd)) => Some(wd),
-            _ => None,
-        };
-        if let Some(wd) = old_watch {
-            inner.notices.forget(wd, &path);
-        }
+        // The old entry gives back its claim on its file watch.
+        let replaced = inner.drop_entry(&path, true).is_some();
         if cost > self.limit {
-            inner.drop_entry(&path, false);
             if let Kept::ByNotices(Some(wd)) = kept {
                 inner.notices.forget(wd, &path);
             }
             return;
         }
-        if inner.drop_entry(&path, false).is_none() {
+        if !replaced {
             inner.order.push_back(path.clone());
         }
         while inner.size + cost > self.limit {
@@ -377,9 +365,9 @@ impl FileCache {
 }
 
 impl Inner {
-    /// Drops what the change notices just read say changed.
-    fn apply_notices(&mut self, read: std::io::Result<Vec<Notice>>) {
-        match self.notices.apply(read) {
+    /// Drops what the waiting change notices say changed.
+    fn apply_notices(&mut self, ready: std::io::Result<u32>) {
+        match self.notices.apply(ready) {
             Changed::Nothing => return,
             Changed::Paths(paths) => {
                 for path in paths {

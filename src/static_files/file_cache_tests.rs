@@ -204,10 +204,35 @@ fn entries_reached_through_a_symlink_keep_the_stat_check() {
     assert_eq!(fetch(&cache, &r, "b.css").unwrap(), b"one");
     assert_eq!(kept(&cache, &root.join("link/a.css")), Some(Kept::ByStat));
     assert_eq!(kept(&cache, &root.join("b.css")), Some(Kept::ByStat));
+    // The linked directory was not watched under the link's name.
+    std::fs::write(root.join("real/c.css"), "c").unwrap();
+    assert_eq!(fetch(&cache, &r, "real/c.css").unwrap(), b"c");
+    assert!(matches!(kept(&cache, &root.join("real/c.css")), Some(Kept::ByNotices(Some(_)))));
     assert_eq!(fetch(&cache, &r, "link/a.css").unwrap(), b"one");
     // The symlink's target is replaced where no watch on the link's way sees it.
     std::fs::write(root.join("real/a.new"), "two").unwrap();
     std::fs::rename(root.join("real/a.new"), root.join("real/a.css")).unwrap();
     assert_eq!(fetch(&cache, &r, "b.css").unwrap(), b"two");
     assert_eq!(fetch(&cache, &r, "link/a.css").unwrap(), b"two");
+}
+
+#[test]
+fn a_watch_stays_while_any_entry_relies_on_it() {
+    let (_dir, root) = settled_dir();
+    let r = Root::open(&root);
+    let cache = eager_cache();
+    let path = root.join("a.css");
+    std::fs::write(&path, "one").unwrap();
+    assert_eq!(fetch(&cache, &r, "a.css").unwrap(), b"one");
+    // Another lookup read the same file at the same time, claimed the same
+    // watch, and gave it back (it saw the file change while reading).
+    let file = File::open(&path).unwrap();
+    let ticket = cache.ticket(&r, &path, true).unwrap();
+    let claim = cache.inner.lock().unwrap().notices.watch_file(ticket, &path, &file);
+    assert!(claim.is_some());
+    cache.give_back(claim, &path);
+    // The cached entry's own claim still holds the watch.
+    std::fs::write(&path, "two").unwrap();
+    assert!(!still_held(&cache, &r, &path));
+    assert_eq!(fetch(&cache, &r, "a.css").unwrap(), b"two");
 }

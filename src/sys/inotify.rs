@@ -1,7 +1,9 @@
-//! `inotify(7)`, read without blocking, and the two checks that decide
-//! whether its notices can be trusted for a path: the file system reports
-//! every change to it (a local one, not NFS or FUSE, whose other clients
-//! change files silently), and no symlink lies on the way to it.
+//! `inotify(7)`, read without blocking; whether anything is waiting on it
+//! or on the mount table, in one `epoll_wait` ([`Readiness`]); and the checks
+//! that decide whether its notices can be trusted for a path: the file
+//! system reports every change to it (a local one, not NFS or FUSE, whose
+//! other clients change files silently), names are not case-folded (a
+//! notice names one spelling), and no symlink lies on the way to it.
 
 use std::ffi::{CString, OsString};
 use std::io;
@@ -23,6 +25,71 @@ pub struct Notice {
 #[derive(Debug)]
 pub struct Inotify {
     fd: OwnedFd,
+}
+
+impl AsRawFd for Inotify {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// An epoll set asked, without waiting, which of its descriptors are ready.
+#[derive(Debug)]
+pub struct Readiness {
+    fd: OwnedFd,
+}
+
+impl Readiness {
+    pub fn new() -> io::Result<Readiness> {
+        // SAFETY: epoll_create1 takes only flags.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        Ok(Readiness { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Adds `fd`, reported as the bit `tag` when `events` (level-triggered)
+    /// are pending on it.
+    pub fn add(&self, fd: &impl AsRawFd, tag: u32, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: u64::from(tag) };
+        // SAFETY: valid descriptors and an event structure alive for the call.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes `fd` (before it is closed).
+    pub fn remove(&self, fd: &impl AsRawFd) {
+        // SAFETY: valid descriptors; the event argument may be null for DEL.
+        unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd.as_raw_fd(), std::ptr::null_mut()) };
+    }
+
+    /// The tags of the descriptors ready now, or-ed together; 0 for none.
+    /// One system call that never waits.
+    pub fn ready(&self) -> io::Result<u32> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        loop {
+            // SAFETY: `events` is writable storage for the 4 entries passed.
+            let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), 4, 0) };
+            if n >= 0 {
+                return Ok(events[..n as usize].iter().fold(0, |tags, e| tags | e.u64 as u32));
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// The mount table (`/proc/self/mountinfo`), which reports `EPOLLPRI` once
+/// anything is mounted or unmounted after it was opened.
+pub fn mount_table() -> io::Result<std::fs::File> {
+    std::fs::File::open("/proc/self/mountinfo")
 }
 
 impl Inotify {
@@ -97,6 +164,26 @@ fn parse(mut bytes: &[u8], out: &mut Vec<Notice>) {
 const LOCAL_FILE_SYSTEMS: [i64; 8] =
     [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x8584_58f6, 0x794c_7630, 0xF2F5_2010, 0x2fc1_2fc1];
 
+/// `FS_CASEFOLD_FL` of `FS_IOC_GETFLAGS`: a directory whose names match
+/// whatever their case.
+const FS_CASEFOLD_FL: libc::c_long = 0x4000_0000;
+
+/// Whether the directory at `path` looks names up without regard to case.
+pub fn case_folded(path: &Path) -> io::Result<bool> {
+    let dir = std::fs::File::open(path)?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: a valid descriptor and a c_long for the kernel to fill in.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
+        let err = io::Error::last_os_error();
+        // File systems without these flags have no case-folding either.
+        return match err.raw_os_error() {
+            Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EINVAL) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    Ok(flags & FS_CASEFOLD_FL != 0)
+}
+
 /// Whether `path` is on a file system whose every change inotify reports.
 pub fn on_local_file_system(path: &Path) -> io::Result<bool> {
     let path = c_path(path)?;
@@ -163,6 +250,23 @@ mod tests {
         let seen: Vec<_> = out.iter().map(|n| (n.wd, n.mask & !libc::IN_ISDIR, n.name.clone())).collect();
         let name = Some(OsString::from("a-rather-long-name.css"));
         assert_eq!(seen, [(wd, libc::IN_CREATE, name.clone()), (wd, libc::IN_DELETE, name)]);
+    }
+
+    #[test]
+    fn readiness_reports_which_descriptor_has_something() {
+        let dir = tempfile::tempdir().unwrap();
+        let inotify = Inotify::new().unwrap();
+        let mounts = mount_table().unwrap();
+        let ready = Readiness::new().unwrap();
+        ready.add(&inotify, 1, libc::EPOLLIN as u32).unwrap();
+        ready.add(&mounts, 2, libc::EPOLLPRI as u32).unwrap();
+        assert_eq!(ready.ready().unwrap(), 0);
+        inotify.watch(dir.path(), libc::IN_CREATE).unwrap();
+        std::fs::write(dir.path().join("a"), "").unwrap();
+        assert_eq!(ready.ready().unwrap(), 1);
+        inotify.read(&mut Vec::new()).unwrap();
+        assert_eq!(ready.ready().unwrap(), 0);
+        assert!(!case_folded(dir.path()).unwrap());
     }
 
     #[test]
