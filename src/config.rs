@@ -89,7 +89,7 @@ pub struct Config {
     /// Where the access log goes (`--access-logfile`); `None`: no access log.
     pub access_log: Option<crate::front::AccessLogTarget>,
     pub access_log_format: crate::front::AccessLogFormat,
-    /// Threads of the front's async runtime.
+    /// The front's event loops, one thread each (`front::loops`).
     pub front_threads: usize,
     /// Requests each worker holds at once, one per Python thread.
     pub threads: usize,
@@ -312,7 +312,8 @@ struct Cli {
     #[arg(long, value_name = "FORMAT", value_enum, default_value = "combined")]
     access_log_format: crate::front::AccessLogFormat,
 
-    /// Threads of the front's event loop. Default: the number of CPU cores.
+    /// The front's event loops, one thread each (nginx's worker_processes).
+    /// Default: the number of CPU cores.
     #[arg(long, value_name = "INT", hide = true)]
     front_threads: Option<usize>,
 

@@ -80,9 +80,12 @@ pub fn run(args: Vec<String>, python: PathBuf) -> i32 {
         .with_target(false)
         .with_ansi(false)
         .init();
+    // The supervisor's runtime: signals, workers, the accept loops and the
+    // app's request queue. Client connections run on the front's own event
+    // loops (`front::loops`).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.front_threads)
-        .thread_name("tandem-front")
+        .worker_threads(1)
+        .thread_name("tandem-main")
         .enable_all()
         .build()
     {

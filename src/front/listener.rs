@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::{watch, Semaphore};
 
 use super::handler::{Front, Peer};
+use super::loops::Loops;
 use crate::config::Bind;
 use crate::wire::Scheme;
 
@@ -93,9 +94,12 @@ fn from_inherited(fd: RawFd) -> anyhow::Result<Listener> {
     })
 }
 
-/// Starts an accept loop per listener. Loops stop accepting when `stop`
-/// turns true; connections then finish their current request and close.
-pub fn serve(listeners: Vec<Listener>, front: Arc<Front>, stop: watch::Receiver<bool>) {
+/// Starts the front's event loops and an accept loop per listener, which
+/// hands each connection to an event loop. Accept loops stop accepting when
+/// `stop` turns true; connections then finish their current request and
+/// close, and the event loops end after their last one.
+pub fn serve(listeners: Vec<Listener>, front: Arc<Front>, stop: watch::Receiver<bool>) -> std::io::Result<()> {
+    let loops = Arc::new(Loops::start(front.config.front_threads)?);
     let max = front.config.client.max_connections;
     // Each connection is a descriptor; workers, listeners and files need some too.
     let want = max as u64 + 256;
@@ -108,11 +112,19 @@ pub fn serve(listeners: Vec<Listener>, front: Arc<Front>, stop: watch::Receiver<
     }
     let slots = Arc::new(Semaphore::new(max));
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, Arc::clone(&front), Arc::clone(&slots), stop.clone()));
+        let (front, loops) = (Arc::clone(&front), Arc::clone(&loops));
+        tokio::spawn(accept_loop(listener, front, loops, Arc::clone(&slots), stop.clone()));
     }
+    Ok(())
 }
 
-async fn accept_loop(listener: Listener, front: Arc<Front>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: Listener,
+    front: Arc<Front>,
+    loops: Arc<Loops>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         // At --max-connections, wait here: clients queue in the listen backlog.
         let slot = tokio::select! {
@@ -126,14 +138,25 @@ async fn accept_loop(listener: Listener, front: Arc<Front>, slots: Arc<Semaphore
             _ = stopped(&mut stop) => return,
             accepted = accept(&listener) => accepted,
         };
-        match accepted {
+        match accepted.and_then(|(io, peer)| Ok((io.into_std()?, peer))) {
             Ok((io, peer)) => {
                 let (front, stop) = (Arc::clone(&front), stop.clone());
                 crate::metrics::METRICS.connection_opened();
-                tokio::spawn(async move {
-                    serve_connection(io, peer, front, stop).await;
-                    crate::metrics::METRICS.connection_closed();
-                    drop(slot);
+                loops.hand_off(move |assigned| {
+                    // Registered with the loop it will live on.
+                    let io = match io.into_loop() {
+                        Ok(io) => io,
+                        Err(e) => {
+                            tracing::warn!("cannot serve an accepted connection: {e}");
+                            crate::metrics::METRICS.connection_closed();
+                            return;
+                        }
+                    };
+                    tokio::spawn(async move {
+                        serve_connection(io, peer, front, stop).await;
+                        crate::metrics::METRICS.connection_closed();
+                        drop((slot, assigned));
+                    });
                 });
             }
             Err(e) => {
@@ -148,6 +171,32 @@ async fn accept_loop(listener: Listener, front: Arc<Front>, slots: Arc<Semaphore
 enum Io {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Io {
+    /// Leaves this runtime, for [`StdIo::into_loop`] on another.
+    fn into_std(self) -> std::io::Result<StdIo> {
+        Ok(match self {
+            Io::Tcp(s) => StdIo::Tcp(s.into_std()?),
+            Io::Unix(s) => StdIo::Unix(s.into_std()?),
+        })
+    }
+}
+
+/// An accepted connection on its way to an event loop (non-blocking).
+enum StdIo {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl StdIo {
+    /// Registers the connection with the runtime this runs in.
+    fn into_loop(self) -> std::io::Result<Io> {
+        Ok(match self {
+            StdIo::Tcp(s) => Io::Tcp(tokio::net::TcpStream::from_std(s)?),
+            StdIo::Unix(s) => Io::Unix(tokio::net::UnixStream::from_std(s)?),
+        })
+    }
 }
 
 async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {

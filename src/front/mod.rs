@@ -1,7 +1,8 @@
 //! The front: listeners, TLS, HTTP/1.1 and HTTP/2 connections and the
 //! journey of each request through tandem.
 //!
-//! `listener` binds and accepts; `conn` takes a client from accept to close
+//! `listener` binds and accepts, and hands each connection to one of the
+//! `loops` (an event loop per front thread); `conn` takes a client from accept to close
 //! (the `tls` handshake, then HTTP/1.1 or `h2` for HTTP/2); `guard` stands
 //! between each HTTP/1.1 socket and hyper (timeouts, and `framing`'s strict
 //! reading of request syntax and limits); `proxy_protocol` reads a load
@@ -26,6 +27,7 @@ mod guard;
 mod h2;
 mod handler;
 mod listener;
+pub mod loops;
 mod proxy_protocol;
 mod request_body;
 mod response;

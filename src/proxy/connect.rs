@@ -18,7 +18,24 @@ use crate::front::ResponseBody;
 
 /// The sending half of one upstream connection; request bodies are the
 /// front's body type (bytes in memory or chunks read from a spill file).
-pub type Sender = http1::SendRequest<ResponseBody>;
+pub struct Sender {
+    send: http1::SendRequest<ResponseBody>,
+    /// The front event loop its connection task runs on (`front::loops`).
+    pub home: usize,
+}
+
+impl std::ops::Deref for Sender {
+    type Target = http1::SendRequest<ResponseBody>;
+    fn deref(&self) -> &Self::Target {
+        &self.send
+    }
+}
+
+impl std::ops::DerefMut for Sender {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.send
+    }
+}
 
 /// Why no connection could be opened.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +68,13 @@ async fn handshake<S>(stream: S) -> Result<Sender, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(NoShutdown(stream))).await?;
+    let (send, connection) = http1::Builder::new().handshake(TokioIo::new(NoShutdown(stream))).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!("upstream connection ended: {err}");
         }
     });
-    Ok(sender)
+    Ok(Sender { send, home: crate::front::loops::current() })
 }
 
 /// An upstream socket that closes without a separate `shutdown` first:

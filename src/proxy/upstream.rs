@@ -177,15 +177,15 @@ impl Upstream {
         }
     }
 
-    /// An idle connection to node `i`, if one is still open.
+    /// An idle connection to node `i`, if one is still open: the newest
+    /// on the caller's own event loop (which the request can drive without
+    /// waking another thread), else the newest on any.
     pub fn idle_connection(&self, i: usize) -> Option<Sender> {
         let mut idle = self.nodes[i].idle.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
+        idle.retain(|sender| sender.is_ready());
+        let here = crate::front::loops::current();
+        let at = idle.iter().rposition(|sender| sender.home == here).or_else(|| idle.len().checked_sub(1))?;
+        Some(idle.remove(at))
     }
 
     /// Keeps a connection whose last response has been read in full.
