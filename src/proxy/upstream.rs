@@ -177,14 +177,15 @@ impl Upstream {
         }
     }
 
-    /// An idle connection to node `i`, if one is still open: the newest
-    /// on the caller's own event loop (which the request can drive without
-    /// waking another thread), else the newest on any.
+    /// An idle connection to node `i` that lives on the caller's own event
+    /// loop, if one is still open: a request drives it without waking
+    /// another thread. (Each loop keeps its own; one on another loop would
+    /// cost two wake-ups per request for as long as it is reused.)
     pub fn idle_connection(&self, i: usize) -> Option<Sender> {
         let mut idle = self.nodes[i].idle.lock().ok()?;
         idle.retain(|sender| sender.is_ready());
         let here = crate::front::loops::current();
-        let at = idle.iter().rposition(|sender| sender.home == here).or_else(|| idle.len().checked_sub(1))?;
+        let at = idle.iter().rposition(|sender| sender.home == here)?;
         Some(idle.remove(at))
     }
 
@@ -193,9 +194,13 @@ impl Upstream {
         if !sender.is_ready() {
             return;
         }
+        // `keepalive` per loop, as nginx's is per worker process.
         if let Ok(mut idle) = self.nodes[i].idle.lock() {
-            if idle.len() >= self.spec.keepalive {
-                idle.remove(0);
+            let home = sender.home;
+            if idle.iter().filter(|s| s.home == home).count() >= self.spec.keepalive {
+                if let Some(oldest) = idle.iter().position(|s| s.home == home) {
+                    idle.remove(oldest);
+                }
             }
             if self.spec.keepalive > 0 {
                 idle.push(sender);
