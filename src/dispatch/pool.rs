@@ -1,6 +1,6 @@
 //! The pool's request queue and its table of pending requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +17,11 @@ use crate::wire::{self, Frame, Message, RequestHead, ResponseHead};
 /// waits for them. Small: a full channel is what holds a streaming worker
 /// back when its client is slow.
 const REPLY_CHANNEL: usize = 16;
+
+/// The replies for one request that one read from a worker's socket
+/// brought: delivered together, so the front sees a response that arrived
+/// whole as whole (and is woken once for it).
+pub type Replies = Vec<Reply>;
 
 /// What the app said, in order: any `Hints`, one `Head`, then body pieces,
 /// then `End`; or `Failed` at any point.
@@ -73,7 +78,7 @@ impl WorkerLink {
 }
 
 struct Pending {
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::Sender<Replies>,
     /// Method and path, for log lines about this request.
     label: String,
     worker: Option<(Arc<WorkerLink>, u64)>,
@@ -206,7 +211,7 @@ impl Pool {
             self.fail(id, DispatchError::Internal(e.to_string()));
             return Err(DispatchError::Internal(format!("queueing request: {e}")));
         }
-        Ok(Call { id, replies: rx, pool: Arc::clone(self) })
+        Ok(Call { id, replies: rx, arrived: VecDeque::new(), pool: Arc::clone(self) })
     }
 
     /// Requests submitted and not yet taken by a worker (the queue depth).
@@ -232,7 +237,7 @@ impl Pool {
     }
 
     /// Records that `worker` took request `id`; returns where its replies go.
-    pub(super) fn took(&self, id: u64, worker: &Arc<WorkerLink>) -> Option<mpsc::Sender<Reply>> {
+    pub(super) fn took(&self, id: u64, worker: &Arc<WorkerLink>) -> Option<mpsc::Sender<Replies>> {
         self.one_less_waiting();
         let now = self.now_ms();
         let mut pending = self.lock();
@@ -336,8 +341,9 @@ impl Pool {
             if now.saturating_sub(last) <= limit {
                 return true;
             }
-            let _ =
-                p.replies.try_send(Reply::Failed(DispatchError::Timeout { pid: worker.pid, secs: timeout.as_secs() }));
+            let _ = p
+                .replies
+                .try_send(vec![Reply::Failed(DispatchError::Timeout { pid: worker.pid, secs: timeout.as_secs() })]);
             hung.push((worker.pid, p.label.clone()));
             false
         });
@@ -357,7 +363,7 @@ impl Pool {
     fn fail(&self, id: u64, err: DispatchError) {
         self.one_less_waiting();
         if let Some(p) = self.lock().remove(&id) {
-            let _ = p.replies.try_send(Reply::Failed(err));
+            let _ = p.replies.try_send(vec![Reply::Failed(err)]);
         }
     }
 }
@@ -365,22 +371,32 @@ impl Pool {
 /// The front's handle on one submitted request.
 pub struct Call {
     id: u64,
-    replies: mpsc::Receiver<Reply>,
+    replies: mpsc::Receiver<Replies>,
+    /// Replies received and not yet taken.
+    arrived: VecDeque<Reply>,
     pool: Arc<Pool>,
 }
 
 impl Call {
     /// The next reply; `Failed` if the dispatcher lost track of the request.
     pub async fn next(&mut self) -> Reply {
-        match self.replies.recv().await {
-            Some(reply) => reply,
-            None => Reply::Failed(DispatchError::Internal("reply channel closed".into())),
+        loop {
+            if let Some(reply) = self.arrived.pop_front() {
+                return reply;
+            }
+            match self.replies.recv().await {
+                Some(replies) => self.arrived.extend(replies),
+                None => return Reply::Failed(DispatchError::Internal("reply channel closed".into())),
+            }
         }
     }
 
     /// The next reply if one is already here.
     pub fn try_next(&mut self) -> Option<Reply> {
-        self.replies.try_recv().ok()
+        while self.arrived.is_empty() {
+            self.arrived.extend(self.replies.try_recv().ok()?);
+        }
+        self.arrived.pop_front()
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 
-use super::pool::{Pool, Reply, WorkerLink};
+use super::pool::{Pool, Replies, Reply, WorkerLink};
 use super::DispatchError;
 use crate::sys;
 use crate::wire::{self, Message};
@@ -31,7 +31,7 @@ pub async fn read_replies(
     socket: OwnedFd,
     ready: oneshot::Sender<u16>,
 ) -> LinkEnd {
-    let mut running: HashMap<u64, Option<mpsc::Sender<Reply>>> = HashMap::new();
+    let mut running: HashMap<u64, Option<mpsc::Sender<Replies>>> = HashMap::new();
     let end = pump(&pool, &link, socket, ready, &mut running).await;
     let why = match &end {
         LinkEnd::Closed => "exited while handling the request".to_string(),
@@ -40,7 +40,7 @@ pub async fn read_replies(
     for (id, replies) in running {
         if let Some(replies) = replies {
             let err = DispatchError::WorkerDied { pid: link.pid, why: why.clone() };
-            let _ = replies.send(Reply::Failed(err)).await;
+            let _ = replies.send(vec![Reply::Failed(err)]).await;
         }
         pool.forget(id);
     }
@@ -52,7 +52,7 @@ async fn pump(
     link: &Arc<WorkerLink>,
     socket: OwnedFd,
     ready: oneshot::Sender<u16>,
-    running: &mut HashMap<u64, Option<mpsc::Sender<Reply>>>,
+    running: &mut HashMap<u64, Option<mpsc::Sender<Replies>>>,
 ) -> LinkEnd {
     let socket = match sys::async_fd(socket) {
         Ok(s) => s,
@@ -82,6 +82,9 @@ async fn pump(
         }
         fds.extend(received.drain(..));
         link.seen(pool);
+        // This read's replies, gathered per request and sent once it is
+        // parsed: (id, replies, whether the last is the request's last).
+        let mut gathered: Vec<(u64, Replies, bool)> = Vec::new();
         loop {
             let frame = match wire::decode(&mut buf) {
                 Ok(Some(frame)) => frame,
@@ -112,11 +115,21 @@ async fn pump(
                 Message::Request(_) => return LinkEnd::Broken("worker sent a request frame".into()),
             };
             let last = matches!(reply, Reply::End | Reply::Failed(_));
-            let Some(slot) = running.get_mut(&id) else {
+            if !running.contains_key(&id) {
                 return LinkEnd::Broken(format!("reply for request {id} it never took"));
-            };
+            }
+            match gathered.iter_mut().find(|(of, _, done)| *of == id && !*done) {
+                Some((_, replies, done)) => {
+                    replies.push(reply);
+                    *done = last;
+                }
+                None => gathered.push((id, vec![reply], last)),
+            }
+        }
+        for (id, replies, last) in gathered {
+            let Some(slot) = running.get_mut(&id) else { continue };
             if let Some(tx) = slot {
-                if tx.send(reply).await.is_err() {
+                if tx.send(replies).await.is_err() {
                     // The client went away; drop the rest of this response.
                     *slot = None;
                 }

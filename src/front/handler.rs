@@ -86,7 +86,7 @@ impl Front {
             tls,
             router: Router::new(&config),
             statics: StaticFiles::new(&config.static_mounts(), config.static_options.clone()),
-            upstreams: proxy::start(&config.upstreams),
+            upstreams: proxy::start(&config.upstreams, config.front_threads),
             config,
             pool,
             connections: AtomicUsize::new(0),

@@ -101,8 +101,10 @@ fn from_inherited(fd: RawFd) -> anyhow::Result<Listener> {
 pub fn serve(listeners: Vec<Listener>, front: Arc<Front>, stop: watch::Receiver<bool>) -> std::io::Result<()> {
     let loops = Arc::new(Loops::start(front.config.front_threads)?);
     let max = front.config.client.max_connections;
-    // Each connection is a descriptor; workers, listeners and files need some too.
-    let want = max as u64 + 256;
+    // Each connection is a descriptor, and so is each idle upstream
+    // connection (kept per loop); workers, listeners and files need some too.
+    let idle_upstream: usize = front.upstreams.iter().map(|u| u.spec.keepalive * u.nodes.len()).sum();
+    let want = (max + idle_upstream * front.config.front_threads) as u64 + 256;
     match crate::sys::raise_open_files_limit(want) {
         Ok(limit) if limit < want => tracing::warn!(
             "--max-connections {max} is close to or above the open-files limit ({limit});              accepting will fail before that many clients"
@@ -138,8 +140,18 @@ async fn accept_loop(
             _ = stopped(&mut stop) => return,
             accepted = accept(&listener) => accepted,
         };
-        match accepted.and_then(|(io, peer)| Ok((io.into_std()?, peer))) {
+        match accepted {
             Ok((io, peer)) => {
+                let io = match io.into_std() {
+                    Ok(io) => io,
+                    Err(e) => {
+                        tracing::warn!("cannot hand an accepted connection to an event loop: {e}");
+                        continue;
+                    }
+                };
+                // Counted from accept, so a graceful stop waits for it even
+                // before its loop has started it.
+                let open = front.connection();
                 let (front, stop) = (Arc::clone(&front), stop.clone());
                 crate::metrics::METRICS.connection_opened();
                 loops.hand_off(move |assigned| {
@@ -155,7 +167,7 @@ async fn accept_loop(
                     tokio::spawn(async move {
                         serve_connection(io, peer, front, stop).await;
                         crate::metrics::METRICS.connection_closed();
-                        drop((slot, assigned));
+                        drop((slot, assigned, open));
                     });
                 });
             }
@@ -233,7 +245,6 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
 }
 
 async fn serve_connection(io: Io, peer: Peer, front: Arc<Front>, stop: watch::Receiver<bool>) {
-    let _open = front.connection();
     match io {
         Io::Tcp(s) => super::conn::serve(s, peer, front, stop).await,
         Io::Unix(s) => super::conn::serve(s, peer, front, stop).await,

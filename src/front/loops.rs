@@ -55,8 +55,15 @@ impl Loops {
     /// Starts `count` loops, each on a thread of its own.
     pub fn start(count: usize) -> std::io::Result<Loops> {
         let mut loops = Vec::with_capacity(count);
-        for index in 1..=count.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let count = count.max(1);
+        for index in 1..=count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                // One pool of 512 blocking threads at most, as before the
+                // loops, shared out among them.
+                .max_blocking_threads((512 / count).max(8))
+                .thread_name("tandem-blocking")
+                .build()?;
             let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
             let open = Arc::new(AtomicUsize::new(0));
             let counted = Arc::clone(&open);
@@ -82,12 +89,22 @@ impl Loops {
     /// `job` runs inside that loop's runtime, so what it spawns and the
     /// sockets it registers belong to that loop.
     pub fn hand_off(&self, job: impl FnOnce(Assigned) + Send + 'static) {
-        let Some(least) = self.loops.iter().min_by_key(|l| l.open.load(Ordering::Relaxed)) else { return };
-        // Counted from now, so the next hand-off sees it.
-        least.open.fetch_add(1, Ordering::Relaxed);
-        let assigned = Assigned(Arc::clone(&least.open));
-        // A loop that has stopped drops the job, and with it the count.
-        let _ = least.jobs.send((Box::new(job), assigned));
+        let mut job: Box<dyn FnOnce(Assigned) + Send> = Box::new(job);
+        let mut order: Vec<&Loop> = self.loops.iter().collect();
+        order.sort_by_key(|l| l.open.load(Ordering::Relaxed));
+        for next in order {
+            // Counted from now, so the next hand-off sees it.
+            next.open.fetch_add(1, Ordering::Relaxed);
+            let assigned = Assigned(Arc::clone(&next.open));
+            match next.jobs.send((job, assigned)) {
+                Ok(()) => return,
+                // A loop that has ended (it never should) gets no more.
+                Err(mpsc::error::SendError((back, _))) => {
+                    tracing::error!("a front event loop has stopped; handing the connection to another");
+                    job = back;
+                }
+            }
+        }
     }
 }
 

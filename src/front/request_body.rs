@@ -105,10 +105,17 @@ pub async fn read<B: ClientBody>(
         }
         mem.extend_from_slice(&data);
         if mem.len() > spill_above {
-            let mut file = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(std::io::Error::other)??;
-            file.write_all(&mem)?;
-            spill = Some((tokio::fs::File::from_std(file), mem.len() as u64));
-            mem = BytesMut::new();
+            // Created and first written off the event loop: both may wait
+            // for the disk.
+            let held = std::mem::take(&mut mem).freeze();
+            let len = held.len() as u64;
+            let file = tokio::task::spawn_blocking(move || {
+                let mut file = tempfile::tempfile()?;
+                file.write_all(&held)?;
+                Ok::<_, std::io::Error>(file)
+            });
+            let file = file.await.map_err(std::io::Error::other)??;
+            spill = Some((tokio::fs::File::from_std(file), len));
         }
     }
     if let Some((file, len)) = spill {

@@ -43,10 +43,10 @@ pub enum ProxyError {
     Body { at: String, source: hyper::Error },
 }
 
-/// Every upstream pool of the config, by index, with their health checks
-/// started.
-pub fn start(specs: &[UpstreamSpec]) -> Vec<Arc<Upstream>> {
-    let pools: Vec<Arc<Upstream>> = specs.iter().map(|s| Arc::new(Upstream::new(s.clone()))).collect();
+/// Every upstream pool of the config, by index, used from `loops` front
+/// event loops, with their health checks started.
+pub fn start(specs: &[UpstreamSpec], loops: usize) -> Vec<Arc<Upstream>> {
+    let pools: Vec<Arc<Upstream>> = specs.iter().map(|s| Arc::new(Upstream::new(s.clone(), loops))).collect();
     for pool in &pools {
         health::spawn(pool);
     }

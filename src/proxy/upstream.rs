@@ -31,8 +31,9 @@ pub struct Node {
     ejected_until: Mutex<Option<Instant>>,
     /// Marked down by the active health check.
     down: AtomicBool,
-    /// Idle keep-alive connections, newest last.
-    idle: Mutex<Vec<Sender>>,
+    /// Idle keep-alive connections, newest last, one list per front event
+    /// loop (indexed by [`Sender::home`]), so loops don't contend for them.
+    idle: Vec<Mutex<Vec<Sender>>>,
 }
 
 /// An upstream pool.
@@ -56,7 +57,9 @@ impl Drop for InFlight {
 }
 
 impl Upstream {
-    pub fn new(spec: UpstreamSpec) -> Upstream {
+    /// A pool used from `loops` front event loops (1-based; 0 is any
+    /// other thread).
+    pub fn new(spec: UpstreamSpec, loops: usize) -> Upstream {
         let nodes = spec
             .servers
             .iter()
@@ -69,7 +72,7 @@ impl Upstream {
                 fails: AtomicU32::new(0),
                 ejected_until: Mutex::new(None),
                 down: AtomicBool::new(false),
-                idle: Mutex::new(Vec::new()),
+                idle: (0..=loops).map(|_| Mutex::new(Vec::new())).collect(),
             })
             .collect();
         Upstream { spec, nodes, turn: AtomicUsize::new(0) }
@@ -149,9 +152,7 @@ impl Upstream {
                 }
             }
             // Its idle connections are as suspect as the server.
-            if let Ok(mut idle) = node.idle.lock() {
-                idle.clear();
-            }
+            node.drop_idle();
         }
     }
 
@@ -165,9 +166,7 @@ impl Upstream {
                 self.spec.name,
                 node.addr
             );
-            if let Ok(mut idle) = node.idle.lock() {
-                idle.clear();
-            }
+            node.drop_idle();
         } else if !down && was {
             node.fails.store(0, Ordering::Relaxed);
             if let Ok(mut e) = node.ejected_until.lock() {
@@ -182,34 +181,40 @@ impl Upstream {
     /// another thread. (Each loop keeps its own; one on another loop would
     /// cost two wake-ups per request for as long as it is reused.)
     pub fn idle_connection(&self, i: usize) -> Option<Sender> {
-        let mut idle = self.nodes[i].idle.lock().ok()?;
-        idle.retain(|sender| sender.is_ready());
-        let here = crate::front::loops::current();
-        let at = idle.iter().rposition(|sender| sender.home == here)?;
-        Some(idle.remove(at))
+        let mut idle = self.nodes[i].idle.get(crate::front::loops::current())?.lock().ok()?;
+        while let Some(sender) = idle.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
     }
 
-    /// Keeps a connection whose last response has been read in full.
+    /// Keeps a connection whose last response has been read in full:
+    /// `keepalive` per loop, as nginx's is per worker process.
     pub fn release(&self, i: usize, sender: Sender) {
-        if !sender.is_ready() {
+        if !sender.is_ready() || self.spec.keepalive == 0 {
             return;
         }
-        // `keepalive` per loop, as nginx's is per worker process.
-        if let Ok(mut idle) = self.nodes[i].idle.lock() {
-            let home = sender.home;
-            if idle.iter().filter(|s| s.home == home).count() >= self.spec.keepalive {
-                if let Some(oldest) = idle.iter().position(|s| s.home == home) {
-                    idle.remove(oldest);
-                }
+        let Some(slot) = self.nodes[i].idle.get(sender.home) else { return };
+        if let Ok(mut idle) = slot.lock() {
+            if idle.len() >= self.spec.keepalive {
+                idle.remove(0);
             }
-            if self.spec.keepalive > 0 {
-                idle.push(sender);
-            }
+            idle.push(sender);
         }
     }
 }
 
 impl Node {
+    fn drop_idle(&self) {
+        for slot in &self.idle {
+            if let Ok(mut idle) = slot.lock() {
+                idle.clear();
+            }
+        }
+    }
+
     fn in_service(&self, now: Instant) -> bool {
         if self.down.load(Ordering::Relaxed) {
             return false;
@@ -233,7 +238,7 @@ mod tests {
         let mut entry = toml::from_str::<UpstreamEntry>(text).unwrap().resolve("t").unwrap();
         entry.servers = servers;
         entry.balance = balance;
-        Arc::new(Upstream::new(entry))
+        Arc::new(Upstream::new(entry, 1))
     }
 
     #[test]

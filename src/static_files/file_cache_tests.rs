@@ -236,3 +236,31 @@ fn a_watch_stays_while_any_entry_relies_on_it() {
     assert!(!still_held(&cache, &r, &path));
     assert_eq!(fetch(&cache, &r, "a.css").unwrap(), b"two");
 }
+
+#[test]
+fn a_lookup_that_may_not_block_is_answered_by_the_cache_or_not_at_all() {
+    use super::super::lookup::{lookup, Lookup, Wanted};
+    let (_dir, root) = settled_dir();
+    let r = Root::open(&root);
+    let cache = eager_cache();
+    std::fs::write(root.join("a.css"), "body{}").unwrap();
+    let options = crate::config::StaticOptions::default();
+    let segments = vec!["a.css".to_string()];
+    let look = |may_block| {
+        let wanted = Wanted {
+            root: &r,
+            segments: &segments,
+            trailing_slash: false,
+            accepted: Default::default(),
+            want_body: true,
+        };
+        lookup(wanted, &options, None, Some(&cache), may_block)
+    };
+    // Not cached yet: only the file system can tell.
+    assert!(matches!(look(false), Lookup::WouldBlock));
+    assert!(matches!(look(true), Lookup::Found(_)));
+    // The file and its absent siblings are cached now.
+    assert!(matches!(look(false), Lookup::Found(found) if found.len == 6));
+    std::fs::write(root.join("a.css.gz"), "gz").unwrap();
+    assert!(matches!(look(false), Lookup::WouldBlock), "the new sibling must be looked at");
+}

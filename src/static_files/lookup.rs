@@ -4,15 +4,18 @@
 //! itself), and read it into memory when it is small.
 //!
 //! [`lookup`] makes blocking system calls (open, fstat, readlink, and one
-//! read of at most [`SMALL_FILE`] bytes) and `serve` calls it on the
-//! runtime thread, as nginx does with its default `aio off`: for files in
-//! the page cache these take microseconds, while a trip through tokio's
-//! blocking pool costs more than the work itself (measured: about 55 µs of
-//! CPU per 10 KB request through the pool against 30 µs inline). A cold
-//! read can stall one runtime thread for a disk access; what can take long
-//! does not happen here: compressing a file ([`Pending::finish`]) and
-//! reading large files from the disk rather than the page cache
-//! (`front::segments_body`) run on the blocking pool.
+//! read of at most [`SMALL_FILE`] bytes) unless it may not block. `serve`
+//! first calls it on the event loop without blocking: the file cache
+//! answers most requests with no system call at all. Only when the file
+//! system must be asked does the lookup run again on the blocking pool, so
+//! a cold disk or a slow network file system never stalls the loop's other
+//! connections; the trip costs more than the work for a file in the page
+//! cache (about 55 µs of CPU against 30 µs inline for 10 KB), which is why
+//! it is not taken for every request. With the cache off (`--static-cache
+//! 0`), lookups run on the loop, as nginx's do with its default `aio off`.
+//! Compressing a file ([`Pending::finish`]) and reading large files from the
+//! disk rather than the page cache (`front::segments_body`) always run on
+//! the blocking pool.
 //!
 //! Path safety is `path`'s; turning a [`Found`] into a response (ranges,
 //! preconditions, headers) is `serve`'s.
@@ -42,7 +45,7 @@ pub const SMALL_FILE: u64 = 64 * 1024;
 pub struct Wanted<'a> {
     pub root: &'a Root,
     /// From `path::segments`: safe to join to `root`.
-    pub segments: Vec<String>,
+    pub segments: &'a [String],
     /// The request path ends with '/' (or is the prefix itself).
     pub trailing_slash: bool,
     pub accepted: Accepted,
@@ -65,6 +68,9 @@ pub enum Lookup {
     /// A directory without an index file, and `--static-autoindex` is on:
     /// list it on the blocking pool.
     Listing(Listing),
+    /// The cache can't answer and this lookup may not block: look again
+    /// where it may.
+    WouldBlock,
 }
 
 /// A file to gzip on the fly before it can be answered.
@@ -121,6 +127,8 @@ enum Entry {
     Dir(File),
     Missing,
     Refused(Refused),
+    /// Only the file system can tell, and this lookup may not wait for it.
+    WouldBlock,
 }
 
 /// Opens names under one root for one lookup, through the file cache when
@@ -130,11 +138,15 @@ struct Opener<'a> {
     follow: bool,
     cache: Option<&'a FileCache>,
     visit: Visit,
+    may_block: bool,
 }
 
 impl Opener<'_> {
     fn open(&mut self, rel: &Path) -> Entry {
         let Some(cache) = self.cache else {
+            if !self.may_block {
+                return Entry::WouldBlock;
+            }
             return match open_beneath(self.root, rel, self.follow) {
                 Opened::File(file, meta) => Entry::File(Source::Open(file, meta)),
                 Opened::Dir(dir) => Entry::Dir(dir),
@@ -146,6 +158,7 @@ impl Opener<'_> {
         match cache.probe(self.root, &path, &mut self.visit) {
             Probe::File(cached) => return Entry::File(Source::Cached(cached)),
             Probe::Missing => return Entry::Missing,
+            Probe::Unknown if !self.may_block => return Entry::WouldBlock,
             Probe::Unknown => {}
         }
         match open_beneath(self.root, rel, self.follow) {
@@ -182,16 +195,23 @@ pub enum Content {
     File(Arc<File>),
 }
 
-/// Finds what `wanted` names. Blocking, but brief (see the module comment).
+/// Finds what `wanted` names; where the file system must be asked and it
+/// `may_block` is false, [`Lookup::WouldBlock`] instead.
 pub fn lookup(
     wanted: Wanted<'_>,
     options: &StaticOptions,
     gzip_cache: Option<&GzipCache>,
     file_cache: Option<&FileCache>,
+    may_block: bool,
 ) -> Lookup {
-    let mut opener =
-        Opener { root: wanted.root, follow: options.follow_symlinks, cache: file_cache, visit: Visit::default() };
-    let mut rel = PathBuf::from_iter(&wanted.segments);
+    let mut opener = Opener {
+        root: wanted.root,
+        follow: options.follow_symlinks,
+        cache: file_cache,
+        visit: Visit::default(),
+        may_block,
+    };
+    let mut rel = PathBuf::from_iter(wanted.segments);
     let mut name = wanted.segments.last().cloned().unwrap_or_default();
     let source = match opener.open(&rel) {
         Entry::File(_) if wanted.trailing_slash => return Lookup::Missing,
@@ -219,10 +239,12 @@ pub fn lookup(
                 }
                 Entry::Refused(why) => return Lookup::Refused(why),
                 Entry::Dir(_) | Entry::Missing => return listing(),
+                Entry::WouldBlock => return Lookup::WouldBlock,
             }
         }
         Entry::Missing => return Lookup::Missing,
         Entry::Refused(why) => return Lookup::Refused(why),
+        Entry::WouldBlock => return Lookup::WouldBlock,
     };
 
     // Siblings go through the same checks: one that is a symlink leading
@@ -231,8 +253,10 @@ pub fn lookup(
     for coding in Coding::PRECOMPRESSED {
         let mut sibling = rel.clone().into_os_string();
         sibling.push(coding.suffix());
-        let Entry::File(sibling) = opener.open(Path::new(&sibling)) else {
-            continue;
+        let sibling = match opener.open(Path::new(&sibling)) {
+            Entry::File(sibling) => sibling,
+            Entry::WouldBlock => return Lookup::WouldBlock,
+            _ => continue,
         };
         vary = true;
         if wanted.accepted.accepts(coding) {

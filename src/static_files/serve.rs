@@ -41,10 +41,10 @@ use crate::front::{error_response, segments_body, ResponseBody, Segment};
 /// The static-file handler shared by every connection.
 pub struct StaticFiles {
     /// Each route's root, by directory.
-    roots: HashMap<std::path::PathBuf, Root>,
+    roots: HashMap<std::path::PathBuf, Arc<Root>>,
     options: Arc<StaticOptions>,
     gzip_cache: Option<Arc<GzipCache>>,
-    file_cache: Option<FileCache>,
+    file_cache: Option<Arc<FileCache>>,
 }
 
 /// What became of a request under a static prefix.
@@ -56,9 +56,9 @@ pub enum Served {
 
 impl StaticFiles {
     pub fn new(mounts: &[StaticMount], options: StaticOptions) -> StaticFiles {
-        let roots = mounts.iter().map(|m| (m.root.clone(), Root::open(&m.root))).collect();
+        let roots = mounts.iter().map(|m| (m.root.clone(), Arc::new(Root::open(&m.root)))).collect();
         let gzip_cache = options.compress.then(|| Arc::new(GzipCache::new(options.compress_cache)));
-        let file_cache = (options.cache > 0).then(|| FileCache::new(options.cache, lookup::SMALL_FILE));
+        let file_cache = (options.cache > 0).then(|| Arc::new(FileCache::new(options.cache, lookup::SMALL_FILE)));
         StaticFiles { roots, options: Arc::new(options), gzip_cache, file_cache }
     }
 
@@ -82,15 +82,32 @@ impl StaticFiles {
             tracing::error!("{label}: 500, no root for {}", mount.prefix);
             return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
         };
-        let wanted = Wanted {
-            root,
-            segments,
-            trailing_slash: rest.is_empty() || rest.ends_with('/'),
-            accepted: Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING)),
-            want_body: parts.method == Method::GET,
-        };
-        let found = match lookup::lookup(wanted, &self.options, self.gzip_cache.as_deref(), self.file_cache.as_ref()) {
+        let trailing_slash = rest.is_empty() || rest.ends_with('/');
+        let accepted = Accepted::from_header(parts.headers.get(header::ACCEPT_ENCODING));
+        let want_body = parts.method == Method::GET;
+        let wanted = Wanted { root, segments: &segments, trailing_slash, accepted, want_body };
+        let (gzip_cache, file_cache) = (self.gzip_cache.as_deref(), self.file_cache.as_deref());
+        let mut answer = lookup::lookup(wanted, &self.options, gzip_cache, file_cache, file_cache.is_none());
+        if let Lookup::WouldBlock = answer {
+            // The file system must be asked: off the event loop.
+            let (root, options) = (Arc::clone(root), Arc::clone(&self.options));
+            let (gzip_cache, file_cache) = (self.gzip_cache.clone(), self.file_cache.clone());
+            let blocking = tokio::task::spawn_blocking(move || {
+                let wanted = Wanted { root: &root, segments: &segments, trailing_slash, accepted, want_body };
+                lookup::lookup(wanted, &options, gzip_cache.as_deref(), file_cache.as_deref(), true)
+            });
+            answer = match blocking.await {
+                Ok(answer) => answer,
+                Err(err) => {
+                    tracing::error!("{label}: 500, looking the file up failed: {err}");
+                    return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR));
+                }
+            };
+        }
+        let found = match answer {
             Lookup::Found(found) => found,
+            // Only a lookup that may not block says so.
+            Lookup::WouldBlock => return Served::Response(error_response(StatusCode::INTERNAL_SERVER_ERROR)),
             Lookup::Missing if fallthrough => return Served::FallThrough,
             Lookup::Missing => {
                 tracing::debug!("{label}: 404, no such file");

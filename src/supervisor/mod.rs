@@ -244,7 +244,11 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         tracing::info!("listening on {url}");
     }
     let front = Arc::new(Front::new(Arc::clone(&config), Arc::clone(&pool), access_log, sup.tls.clone()));
-    front::serve(listeners, Arc::clone(&front), stop_rx.clone()).context("starting the front's event loops")?;
+    if let Err(e) = front::serve(listeners, Arc::clone(&front), stop_rx.clone()) {
+        sup.stop_workers(Duration::ZERO).await;
+        remove_files(&socket_files);
+        return Err(anyhow::Error::new(e).context("starting the front's event loops"));
+    }
     sup.ops.serving(&pool, &stop_rx, sup.target);
     if config.reload {
         sup.watch_files();
