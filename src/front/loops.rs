@@ -7,8 +7,12 @@
 //! proxied request.
 //!
 //! The accept loops (on the supervisor's runtime) hand each new connection
-//! to the loop with the fewest open ones. Loops run until the front is
-//! dropped and their last connection has finished.
+//! to the loop with the fewest open ones. Loops run until the accept loops
+//! end (tandem is stopping) and their last connection has finished.
+//!
+//! All streams of one HTTP/2 connection run on its loop: a load balancer
+//! that multiplexes everything over a few connections keeps as few cores
+//! busy.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +30,7 @@ thread_local! {
 }
 
 /// The loop this thread runs (1-based), or 0 on any other thread: lets a
-/// pool prefer connections that live on the caller's own loop.
+/// pool hand out only connections that live on the caller's own loop.
 pub fn current() -> usize {
     CURRENT.with(Cell::get)
 }
