@@ -500,14 +500,18 @@ struct OpenHow {
 /// outside. `extra_flags` are added to `O_RDONLY | O_CLOEXEC`. `ENOSYS`
 /// before Linux 5.6.
 pub fn open_beneath(dir: &impl AsRawFd, path: &std::path::Path, extra_flags: i32) -> io::Result<std::fs::File> {
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | extra_flags;
+    let fd = openat2(dir, path, flags, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS)?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// `openat2(2)`: opens `path` relative to `dir` with `flags` and the
+/// `resolve` restrictions.
+fn openat2(dir: &impl AsRawFd, path: &std::path::Path, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | extra_flags) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
-    };
+    let how = OpenHow { flags: flags as u64, mode: 0, resolve };
     // SAFETY: `path` is a NUL-terminated string and `how` a properly laid
     // out open_how, both alive for the call; the size passed is its size.
     let rc = unsafe {
@@ -523,7 +527,7 @@ pub fn open_beneath(dir: &impl AsRawFd, path: &std::path::Path, extra_flags: i32
         return Err(io::Error::last_os_error());
     }
     // SAFETY: openat2 returned a new descriptor that we now own.
-    Ok(unsafe { std::fs::File::from_raw_fd(rc as RawFd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
 }
 
 /// This process's real user id.

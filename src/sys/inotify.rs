@@ -202,29 +202,8 @@ pub fn on_local_file_system(path: &Path) -> io::Result<bool> {
 /// (`openat2` with `RESOLVE_NO_SYMLINKS`). False on kernels without it.
 pub fn reached_without_symlinks(dir: &impl AsRawFd, rel: &Path) -> bool {
     let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-    let Ok(path) = c_path(rel) else { return false };
-    let how = super::OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
-    };
-    // SAFETY: a NUL-terminated path and a properly laid out open_how, both
-    // alive for the call; the size passed is its size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const super::OpenHow,
-            mem::size_of::<super::OpenHow>(),
-        )
-    };
-    if rc < 0 {
-        return false;
-    }
-    // SAFETY: openat2 returned a new descriptor that we now own (and close).
-    drop(unsafe { OwnedFd::from_raw_fd(rc as RawFd) });
-    true
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    super::openat2(dir, rel, libc::O_PATH | libc::O_CLOEXEC, resolve).is_ok()
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
