@@ -1,40 +1,40 @@
-//! Opening an HTTP/1.1 connection to an upstream server, over TCP or a
-//! unix socket, within the pool's connect timeout.
+//! One HTTP/1.1 connection to an upstream server, over TCP or a unix
+//! socket: opening it within the pool's connect timeout, writing to it,
+//! reading from it into its own buffer, and telling whether an idle one is
+//! still worth sending a request on.
 //!
-//! The connection itself runs in its own task (hyper's client connection
-//! future); what is sent on it is `forward`'s business, and keeping it for
-//! the next request is `upstream`'s.
+//! The request that owns a connection drives it directly: there is no
+//! task per connection and no channel between the request and its socket,
+//! so a proxied request costs its event loop no more wake-ups than its own
+//! reads and writes. What is written and how the answer is read is
+//! `exchange`'s business; keeping the connection for the next request is
+//! `upstream`'s.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::ServerAddr;
-use crate::front::ResponseBody;
 
-/// The sending half of one upstream connection; request bodies are the
-/// front's body type (bytes in memory or chunks read from a spill file).
-pub struct Sender {
-    send: http1::SendRequest<ResponseBody>,
-    /// The front event loop its connection task runs on (`front::loops`).
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// An open upstream connection and what has been read from it and not yet
+/// used.
+pub struct Conn {
+    stream: Stream,
+    pub buf: BytesMut,
+    /// The front event loop its socket is registered with (`front::loops`).
     pub home: usize,
-}
-
-impl std::ops::Deref for Sender {
-    type Target = http1::SendRequest<ResponseBody>;
-    fn deref(&self) -> &Self::Target {
-        &self.send
-    }
-}
-
-impl std::ops::DerefMut for Sender {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.send
-    }
 }
 
 /// Why no connection could be opened.
@@ -43,75 +43,84 @@ pub enum ConnectError {
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),
     #[error("connect: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("HTTP handshake: {0}")]
-    Handshake(#[from] hyper::Error),
+    Io(#[from] io::Error),
 }
 
-/// Connects to `addr` and starts the HTTP/1.1 connection task.
-pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+/// Connects to `addr`.
+pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Conn, ConnectError> {
     let opened = tokio::time::timeout(timeout, async {
-        match addr {
+        let stream = match addr {
             ServerAddr::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr).await?;
+                let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
-                handshake(stream).await
+                Stream::Tcp(stream)
             }
-            ServerAddr::Unix(path) => handshake(tokio::net::UnixStream::connect(path).await?).await,
-        }
+            ServerAddr::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+        };
+        Ok::<_, io::Error>(Conn { stream, buf: BytesMut::new(), home: crate::front::loops::current() })
     })
     .await;
-    opened.map_err(|_| ConnectError::Timeout(timeout))?
+    Ok(opened.map_err(|_| ConnectError::Timeout(timeout))??)
 }
 
-async fn handshake<S>(stream: S) -> Result<Sender, ConnectError>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (send, connection) = http1::Builder::new().handshake(TokioIo::new(NoShutdown(stream))).await?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!("upstream connection ended: {err}");
+impl Conn {
+    /// Writes all of `parts`, in as few system calls as the socket takes.
+    /// `Ok` carries nothing; an error says how many bytes went out first.
+    pub async fn write_all(&mut self, mut parts: &mut [IoSlice<'_>]) -> Result<(), (io::Error, usize)> {
+        let mut written = 0;
+        while !parts.is_empty() {
+            let n = match &mut self.stream {
+                Stream::Tcp(s) => s.write_vectored(parts).await,
+                Stream::Unix(s) => s.write_vectored(parts).await,
+            };
+            match n {
+                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written)),
+                Ok(n) => {
+                    written += n;
+                    IoSlice::advance_slices(&mut parts, n);
+                }
+                Err(err) => return Err((err, written)),
+            }
         }
-    });
-    Ok(Sender { send, home: crate::front::loops::current() })
-}
-
-/// An upstream socket that closes without a separate `shutdown` first:
-/// hyper shuts a connection down before dropping it, and closing sends the
-/// same FIN, so that is one system call per connection saved (the
-/// connection per request of a server that closes each one, as gunicorn's
-/// sync workers do).
-struct NoShutdown<S>(S);
-
-impl<S: AsyncRead + Unpin> AsyncRead for NoShutdown<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for NoShutdown<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        Ok(())
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    /// Reads what comes next into `buf`; `Ok(0)` when the server has
+    /// closed the connection.
+    pub async fn read(&mut self) -> io::Result<usize> {
+        self.buf.reserve(READ_CHUNK);
+        match &mut self.stream {
+            Stream::Tcp(s) => s.read_buf(&mut self.buf).await,
+            Stream::Unix(s) => s.read_buf(&mut self.buf).await,
+        }
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+    /// Like `read`, without waiting: `WouldBlock` if nothing has arrived.
+    /// Costs no system call unless the loop has seen the socket readable.
+    pub fn try_read(&mut self) -> io::Result<usize> {
+        self.buf.reserve(READ_CHUNK);
+        match &mut self.stream {
+            Stream::Tcp(s) => s.try_read_buf(&mut self.buf),
+            Stream::Unix(s) => s.try_read_buf(&mut self.buf),
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+    /// Whether an idle connection can take a request: the server has
+    /// neither closed it nor sent anything unasked. A close the event loop
+    /// has already seen is caught here, before a request is lost to it.
+    pub fn still_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let ready = match &self.stream {
+            Stream::Tcp(s) => s.poll_read_ready(&mut cx),
+            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+        };
+        match ready {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(self.try_read(), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        }
     }
 }

@@ -14,19 +14,17 @@
 //! client are the front's (`front::request_body`, `front::response`).
 
 use std::fs::File;
-use std::pin::Pin;
+use std::io::IoSlice;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Version};
-use http_body::Body;
+use http::Method;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
-use super::connect::{self, ConnectError, Sender};
-use super::headers::{self, ClientSide};
+use super::connect::{self, Conn, ConnectError};
+use super::exchange::{self, Decoder, ExchangeError, Framing, Step};
+use super::headers::{self, ClientSide, RequestHead};
 use super::upstream::{InFlight, Upstream};
 use super::ProxyError;
 use crate::front::{segments_body, EarlyHints, Piece, ResponseBody, Segment};
@@ -90,19 +88,22 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
         tried.push(i);
         let in_flight = upstream.start(i);
         match try_server(upstream, i, &out).await {
-            Ok((response, sender)) => {
+            Ok((head, conn)) => {
                 upstream.succeeded(i);
-                let (head, body) = response.into_parts();
-                // A connection the server closes after this response is
-                // not kept (hyper may not have noticed the close yet).
-                let sender = (!headers::closes(head.version, &head.headers)).then_some(sender);
-                let idle = upstream.spec.idle_timeout;
+                let framing = match exchange::framing(&out.parts.method, &head) {
+                    Ok(framing) => framing,
+                    Err(source) => return Err(ProxyError::Invalid { at: upstream.nodes[i].label.clone(), source }),
+                };
+                // A connection is kept only when its response ends by its
+                // own framing and the server did not say it closes it.
+                let keep = framing != Framing::UntilClose && !headers::closes(head.version, &head.headers);
                 let body = UpstreamBody {
-                    body,
-                    idle,
+                    conn: Some(conn),
+                    decoder: Decoder::new(framing),
+                    keep,
+                    idle: upstream.spec.idle_timeout,
                     upstream: Arc::clone(upstream),
                     node: i,
-                    sender,
                     in_flight: Some(in_flight),
                 };
                 return Ok(Answer { head, body });
@@ -131,82 +132,140 @@ async fn try_server(
     upstream: &Upstream,
     i: usize,
     out: &Outgoing<'_>,
-) -> Result<(http::Response<Incoming>, Sender), (ProxyError, bool)> {
+) -> Result<(http::response::Parts, Conn), (ProxyError, bool)> {
     let spec = &upstream.spec;
-    let addr = &upstream.nodes[i].addr;
-    let here = &upstream.nodes[i].label;
+    let node = &upstream.nodes[i];
+    let here = &node.label;
+    let parts = out.parts;
+    let len = out.payload.len();
+    let request = RequestHead {
+        method: &parts.method,
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        headers: &parts.headers,
+        body_len: (out.has_body || len > 0).then_some(len),
+        fallback_host: &node.host,
+    };
+    let mut head = Vec::with_capacity(512);
+    headers::write_request(&mut head, &request, &out.client);
+    let hints = parts.extensions.get::<EarlyHints>();
     let mut reused = upstream.idle_connection(i);
     loop {
         let was_reused = reused.is_some();
-        let mut sender = match reused.take() {
-            Some(sender) => sender,
-            None => connect::connect(addr, spec.connect_timeout)
+        let mut conn = match reused.take() {
+            Some(conn) => conn,
+            None => connect::connect(&node.addr, spec.connect_timeout)
                 .await
                 .map_err(|source| (ProxyError::Connect { at: here.clone(), source }, false))?,
         };
-        let request = build(out, &upstream.nodes[i].host);
-        match tokio::time::timeout(spec.response_timeout, sender.try_send_request(request)).await {
-            Err(_) => return Err((ProxyError::HeadTimeout { at: here.clone(), after: spec.response_timeout }, true)),
-            Ok(Ok(response)) => return Ok((response, sender)),
-            Ok(Err(err)) => {
-                let sent = err.message().is_none();
-                // A kept-alive connection the server closed meanwhile: try a
-                // fresh one to the same server, if nothing was sent or if
-                // sending again is harmless.
-                if was_reused && (!sent || idempotent(&out.parts.method)) {
-                    tracing::debug!(
-                        "{}: {here}: kept-alive connection failed ({}), reconnecting",
-                        out.label,
-                        err.error()
-                    );
-                    continue;
-                }
-                return Err((ProxyError::Send { at: here.clone(), source: err.into_error() }, sent));
+        let mut written = 0;
+        let exchange = exchange(&mut conn, &head, &out.payload, hints, out.label, &mut written);
+        let failure = match tokio::time::timeout(spec.response_timeout, exchange).await {
+            Ok(Ok(response)) => return Ok((response, conn)),
+            Ok(Err(err)) => err,
+            Err(_) => {
+                let err = ProxyError::HeadTimeout { at: here.clone(), after: spec.response_timeout };
+                return Err((err, written > 0));
             }
+        };
+        let sent = written > 0;
+        // A kept-alive connection the server closed meanwhile: try a fresh
+        // one to the same server, if nothing was sent or if sending again
+        // is harmless.
+        let closed = matches!(failure, ExchangeError::Io(_) | ExchangeError::ClosedBeforeHead);
+        if was_reused && closed && (!sent || idempotent(&parts.method)) {
+            tracing::debug!("{}: {here}: kept-alive connection failed ({failure}), reconnecting", out.label);
+            continue;
+        }
+        let err = match failure {
+            ExchangeError::Invalid(_) | ExchangeError::HeadTooLarge => {
+                ProxyError::Invalid { at: here.clone(), source: failure }
+            }
+            _ => ProxyError::Send { at: here.clone(), source: failure },
+        };
+        return Err((err, sent));
+    }
+}
+
+/// Writes the request (`head`, then the payload) and reads up to the final
+/// response head, passing 103 Early Hints on to `hints`. `written` counts
+/// the bytes that went out, so that a failure can tell whether the request
+/// may have reached the server.
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    payload: &Payload,
+    hints: Option<&EarlyHints>,
+    label: &str,
+    written: &mut usize,
+) -> Result<http::response::Parts, ExchangeError> {
+    match payload {
+        Payload::Empty => write(conn, &mut [IoSlice::new(head)], written).await?,
+        Payload::Mem(body) => write(conn, &mut [IoSlice::new(head), IoSlice::new(body)], written).await?,
+        Payload::File(..) => {
+            write(conn, &mut [IoSlice::new(head)], written).await?;
+            let mut body = payload.body(label);
+            while let Some(frame) = body.frame().await {
+                let data = frame?.into_data().unwrap_or_default();
+                write(conn, &mut [IoSlice::new(&data)], written).await?;
+            }
+        }
+    }
+    loop {
+        if let Some(response) = exchange::parse_head(&mut conn.buf)? {
+            match response.status.as_u16() {
+                103 => {
+                    if let Some(hints) = hints {
+                        let fields: Vec<(Bytes, Bytes)> = response
+                            .headers
+                            .iter()
+                            .map(|(name, value)| {
+                                (
+                                    Bytes::copy_from_slice(name.as_str().as_bytes()),
+                                    Bytes::copy_from_slice(value.as_bytes()),
+                                )
+                            })
+                            .collect();
+                        hints.send(&fields);
+                    }
+                }
+                101 => return Err(ExchangeError::Invalid("101 Switching Protocols unasked".into())),
+                100..=199 => {}
+                _ => return Ok(response),
+            }
+            continue;
+        }
+        if conn.read().await? == 0 {
+            return Err(ExchangeError::ClosedBeforeHead);
         }
     }
 }
 
-fn build(out: &Outgoing<'_>, server: &str) -> Request<ResponseBody> {
-    let parts = out.parts;
-    let len = out.payload.len();
-    let body_len = (out.has_body || len > 0).then_some(len);
-    let mut headers = headers::request(&parts.headers, &out.client, body_len, server);
-    // The body is complete: nothing to wait for.
-    headers.remove(http::header::EXPECT);
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut request = Request::new(out.payload.body(out.label));
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = target.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    if let Some(hints) = parts.extensions.get::<EarlyHints>().cloned() {
-        // The upstream's 103s go on to the client as the app's would.
-        hyper::ext::on_informational(&mut request, move |interim| {
-            if interim.status() == http::StatusCode::EARLY_HINTS {
-                let fields: Vec<(Bytes, Bytes)> = interim
-                    .headers()
-                    .iter()
-                    .map(|(name, value)| {
-                        (Bytes::copy_from_slice(name.as_str().as_bytes()), Bytes::copy_from_slice(value.as_bytes()))
-                    })
-                    .collect();
-                hints.send(&fields);
-            }
-        });
+/// Writes all of `parts`, counting what went out in `written`.
+async fn write(conn: &mut Conn, parts: &mut [IoSlice<'_>], written: &mut usize) -> Result<(), ExchangeError> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    match conn.write_all(parts).await {
+        Ok(()) => {
+            *written += total;
+            Ok(())
+        }
+        Err((err, n)) => {
+            *written += n;
+            Err(err.into())
+        }
     }
-    request
 }
 
 /// An upstream response body, read with the idle timeout; once read in full
 /// its connection goes back to the pool.
 pub struct UpstreamBody {
-    body: Incoming,
+    /// The connection, until the body has been read (then back to the pool).
+    conn: Option<Conn>,
+    decoder: Decoder,
+    /// Whether the connection may be kept once the body is read.
+    keep: bool,
     idle: Duration,
     upstream: Arc<Upstream>,
     node: usize,
-    /// The connection, until the body has been read (then back to the pool).
-    sender: Option<Sender>,
     in_flight: Option<InFlight>,
 }
 
@@ -215,23 +274,53 @@ impl UpstreamBody {
         self.upstream.nodes[self.node].label.clone()
     }
 
+    /// Whether the body is already known to be empty (HEAD, 204, 304 ...).
+    pub fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    /// What the decoder makes of what has been read; `None` if it needs
+    /// more.
+    fn decoded(&mut self) -> Option<Piece<ProxyError>> {
+        let Some(conn) = self.conn.as_mut() else { return Some(Piece::End) };
+        match self.decoder.step(&mut conn.buf) {
+            Ok(Step::More) => None,
+            Ok(Step::Data(data)) => Some(Piece::Data(data)),
+            Ok(Step::End) => Some(self.finish()),
+            Err(err) => Some(self.failed(err)),
+        }
+    }
+
+    /// What a read brought: `None` to decode again.
+    fn read(&mut self, read: std::io::Result<usize>) -> Option<Piece<ProxyError>> {
+        match read {
+            Ok(0) => match self.decoder.closed() {
+                Ok(_) => {
+                    self.keep = false;
+                    Some(self.finish())
+                }
+                Err(err) => Some(self.failed(err)),
+            },
+            Ok(_) => None,
+            Err(err) => Some(self.failed(err.into())),
+        }
+    }
+
     fn finish(&mut self) -> Piece<ProxyError> {
         self.in_flight = None;
-        if let Some(sender) = self.sender.take() {
-            self.upstream.release(self.node, sender);
+        if let Some(conn) = self.conn.take() {
+            // Bytes beyond the response: the connection is out of step.
+            if self.keep && conn.buf.is_empty() {
+                self.upstream.release(self.node, conn);
+            }
         }
         Piece::End
     }
 
-    fn failed(&mut self, source: hyper::Error) -> Piece<ProxyError> {
+    fn failed(&mut self, source: ExchangeError) -> Piece<ProxyError> {
         self.in_flight = None;
-        self.sender = None;
+        self.conn = None;
         Piece::Failed(ProxyError::Body { at: self.at(), source })
-    }
-
-    /// Whether the body is already known to be empty (HEAD, 204, 304 ...).
-    pub fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
     }
 }
 
@@ -239,34 +328,37 @@ impl crate::front::BodySource for UpstreamBody {
     type Error = ProxyError;
 
     fn try_next(&mut self) -> Option<Piece<ProxyError>> {
-        let mut cx = Context::from_waker(Waker::noop());
         loop {
-            match Pin::new(&mut self.body).poll_frame(&mut cx) {
-                Poll::Pending => return None,
-                Poll::Ready(None) => return Some(self.finish()),
-                Poll::Ready(Some(Err(err))) => return Some(self.failed(err)),
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => return Some(Piece::Data(data)),
-                    _ => continue,
-                },
+            if let Some(piece) = self.decoded() {
+                return Some(piece);
+            }
+            let read = self.conn.as_mut()?.try_read();
+            if matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                return None;
+            }
+            if let Some(piece) = self.read(read) {
+                return Some(piece);
             }
         }
     }
 
     async fn next(&mut self) -> Piece<ProxyError> {
         loop {
-            match tokio::time::timeout(self.idle, self.body.frame()).await {
+            if let Some(piece) = self.decoded() {
+                return piece;
+            }
+            let Some(conn) = self.conn.as_mut() else { return Piece::End };
+            match tokio::time::timeout(self.idle, conn.read()).await {
                 Err(_) => {
                     self.in_flight = None;
-                    self.sender = None;
+                    self.conn = None;
                     return Piece::Failed(ProxyError::IdleTimeout { at: self.at(), after: self.idle });
                 }
-                Ok(None) => return self.finish(),
-                Ok(Some(Err(err))) => return self.failed(err),
-                Ok(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => return Piece::Data(data),
-                    _ => continue,
-                },
+                Ok(read) => {
+                    if let Some(piece) = self.read(read) {
+                        return piece;
+                    }
+                }
             }
         }
     }

@@ -29,64 +29,92 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
-/// Whether `name` is hop-by-hop in `headers`: always so, or named by its
-/// `Connection` header.
-fn is_hop_by_hop(headers: &HeaderMap, name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
-        || headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+/// The tokens of the `Connection` headers of `headers`: the names of the
+/// other headers that are hop-by-hop in this message.
+fn connection_tokens(headers: &HeaderMap) -> Vec<&str> {
+    let values = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok());
+    values.flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect()
 }
 
-/// The headers sent upstream for a client request. `body_len` is the
-/// length of the (complete) body, if the request has one.
-pub fn request(incoming: &HeaderMap, client: &ClientSide, body_len: Option<u64>, fallback_host: &str) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(incoming.len() + 3);
+/// Whether `name` is hop-by-hop: always so, or named in `connection`.
+fn is_hop_by_hop(connection: &[&str], name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+}
+
+/// A request to go upstream.
+pub struct RequestHead<'a> {
+    pub method: &'a http::Method,
+    /// Origin form: path and query.
+    pub target: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The length of the (complete) body, if the request has one.
+    pub body_len: Option<u64>,
+    /// `Host` for a request that came without one.
+    pub fallback_host: &'a str,
+}
+
+/// Writes the HTTP/1.1 head sent upstream for a client request to `out`:
+/// its headers less the hop-by-hop ones and `Expect` (the body is
+/// complete: nothing to wait for), with the forwarding headers and the
+/// body's length.
+pub fn write_request(out: &mut Vec<u8>, request: &RequestHead, client: &ClientSide) {
+    let incoming = request.headers;
+    let line = |out: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(request.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection = connection_tokens(incoming);
     let forwarded = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
     for (name, value) in incoming {
-        if is_hop_by_hop(incoming, name) || name == header::CONTENT_LENGTH || forwarded.contains(&name.as_str()) {
-            continue;
+        let skip = is_hop_by_hop(&connection, name)
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || forwarded.contains(&name.as_str());
+        if !skip {
+            line(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        out.append(name.clone(), value.clone());
     }
+    // The values a trusted peer sent, joined, to be extended.
     let joined = |name: &str| {
-        let values: Vec<&str> = incoming.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
-        (client.trusted && !values.is_empty()).then(|| values.join(", "))
+        let mut values = incoming.get_all(name).iter().map(HeaderValue::as_bytes).peekable();
+        values.peek()?;
+        client.trusted.then(|| values.collect::<Vec<_>>().join(&b", "[..]))
     };
     let xff = match (joined("x-forwarded-for"), client.addr) {
-        (Some(chain), "") => Some(chain),
-        (Some(chain), addr) => Some(format!("{chain}, {addr}")),
-        (None, "") => None,
-        (None, addr) => Some(addr.to_string()),
-    };
-    if let Some(value) = xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        out.insert("x-forwarded-for", value);
-    }
-    let proto = match client.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
-    let proto = joined("x-forwarded-proto").unwrap_or_else(|| proto.to_string());
-    if let Ok(value) = HeaderValue::from_str(&proto) {
-        out.insert("x-forwarded-proto", value);
-    }
-    let host = joined("x-forwarded-host")
-        .or_else(|| incoming.get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from));
-    if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-        out.insert("x-forwarded-host", value);
-    }
-    if !out.contains_key(header::HOST) {
-        if let Ok(value) = HeaderValue::from_str(fallback_host) {
-            out.insert(header::HOST, value);
+        (Some(mut chain), addr) if !addr.is_empty() => {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(addr.as_bytes());
+            Some(chain)
         }
+        (Some(chain), _) => Some(chain),
+        (None, "") => None,
+        (None, addr) => Some(addr.as_bytes().to_vec()),
+    };
+    if let Some(value) = xff {
+        line(out, b"x-forwarded-for", &value);
     }
-    if let Some(len) = body_len {
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let proto: &[u8] = match client.scheme {
+        Scheme::Http => b"http",
+        Scheme::Https => b"https",
+    };
+    line(out, b"x-forwarded-proto", joined("x-forwarded-proto").as_deref().unwrap_or(proto));
+    let host = incoming.get(header::HOST).map(HeaderValue::as_bytes);
+    if let Some(value) = joined("x-forwarded-host").as_deref().or(host) {
+        line(out, b"x-forwarded-host", value);
     }
-    out
+    if host.is_none() {
+        line(out, b"host", request.fallback_host.as_bytes());
+    }
+    if let Some(len) = request.body_len {
+        line(out, b"content-length", len.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Whether the server said it closes the connection after this response
@@ -102,7 +130,8 @@ pub fn closes(version: http::Version, headers: &HeaderMap) -> bool {
 
 /// Removes the hop-by-hop headers of an upstream's response.
 pub fn response(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(headers, n)).cloned().collect();
+    let connection = connection_tokens(headers);
+    let names: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(&connection, n)).cloned().collect();
     for name in names {
         headers.remove(name);
     }
@@ -120,6 +149,24 @@ mod tests {
         m
     }
 
+    /// The head `write_request` makes, parsed back: request line and headers.
+    fn sent(incoming: &HeaderMap, client: &ClientSide, body_len: Option<u64>) -> (String, HeaderMap) {
+        let method = http::Method::GET;
+        let request =
+            RequestHead { method: &method, target: "/a?b=1", headers: incoming, body_len, fallback_host: "up:80" };
+        let mut out = Vec::new();
+        write_request(&mut out, &request, client);
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut fields);
+        assert_eq!(parsed.parse(&out).unwrap(), httparse::Status::Complete(out.len()));
+        let line = format!("{} {} 1.{}", parsed.method.unwrap(), parsed.path.unwrap(), parsed.version.unwrap());
+        let mut map = HeaderMap::new();
+        for h in parsed.headers.iter() {
+            map.append(HeaderName::from_bytes(h.name.as_bytes()).unwrap(), HeaderValue::from_bytes(h.value).unwrap());
+        }
+        (line, map)
+    }
+
     #[test]
     fn hop_by_hop_go_and_forwarding_is_added() {
         let incoming = map(&[
@@ -130,16 +177,19 @@ mod tests {
             ("content-length", "999"),
             ("accept", "*/*"),
             ("x-forwarded-for", "6.6.6.6"),
+            ("expect", "100-continue"),
         ]);
         let client = ClientSide { addr: "10.1.1.1", trusted: false, scheme: Scheme::Http };
-        let out = request(&incoming, &client, Some(3), "up:80");
+        let (line, out) = sent(&incoming, &client, Some(3));
+        assert_eq!(line, "GET /a?b=1 1.1");
         assert_eq!(out["host"], "example.com");
         assert_eq!(out["accept"], "*/*");
         assert_eq!(out["content-length"], "3");
         assert_eq!(out["x-forwarded-for"], "10.1.1.1");
         assert_eq!(out["x-forwarded-proto"], "http");
         assert_eq!(out["x-forwarded-host"], "example.com");
-        for gone in ["connection", "x-secret", "te"] {
+        assert_eq!(out.len(), 6, "{out:?}");
+        for gone in ["connection", "x-secret", "te", "expect"] {
             assert!(!out.contains_key(gone), "{gone}");
         }
     }
@@ -149,10 +199,11 @@ mod tests {
         let incoming =
             map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2"), ("x-forwarded-proto", "https")]);
         let client = ClientSide { addr: "127.0.0.1", trusted: true, scheme: Scheme::Http };
-        let out = request(&incoming, &client, None, "up:80");
+        let (_, out) = sent(&incoming, &client, None);
         assert_eq!(out["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["host"], "up:80");
+        assert!(!out.contains_key("x-forwarded-host"));
         assert!(!out.contains_key("content-length"));
     }
 

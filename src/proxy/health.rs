@@ -4,13 +4,12 @@
 //! until a later check passes. Passive health (failures of real requests)
 //! is `upstream`'s.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
-use http::{header, Request};
-
 use super::connect;
+use super::exchange::{self, ExchangeError};
 use super::upstream::Upstream;
-use crate::front::ResponseBody;
 
 /// Starts the checks of `upstream`, if it has a `health-check` path. They
 /// run for as long as the runtime does.
@@ -34,18 +33,31 @@ pub fn spawn(upstream: &Arc<Upstream>) {
 
 async fn check(upstream: &Upstream, i: usize, path: &str) -> Result<(), String> {
     let spec = &upstream.spec;
-    let addr = &upstream.nodes[i].addr;
-    let mut sender = connect::connect(addr, spec.connect_timeout).await.map_err(|e| e.to_string())?;
-    let request = Request::get(path)
-        .header(header::HOST, addr.to_string())
-        .header(header::USER_AGENT, "tandem-health-check")
-        .body(ResponseBody::empty())
-        .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(spec.response_timeout, sender.send_request(request))
+    let node = &upstream.nodes[i];
+    let mut conn = connect::connect(&node.addr, spec.connect_timeout).await.map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: tandem-health-check\r\nconnection: close\r\n\r\n",
+        node.host
+    );
+    let head = async {
+        conn.write_all(&mut [IoSlice::new(request.as_bytes())]).await.map_err(|(e, _)| e.to_string())?;
+        loop {
+            match exchange::parse_head(&mut conn.buf).map_err(|e| e.to_string())? {
+                Some(head) if head.status.is_informational() => continue,
+                Some(head) => return Ok(head),
+                None => {}
+            }
+            match conn.read().await {
+                Ok(0) => return Err(ExchangeError::ClosedBeforeHead.to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let head = tokio::time::timeout(spec.response_timeout, head)
         .await
-        .map_err(|_| format!("no response within {:?}", spec.response_timeout))?
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
+        .map_err(|_| format!("no response within {:?}", spec.response_timeout))??;
+    let status = head.status;
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {

@@ -4,12 +4,14 @@
 //!
 //! `upstream` owns a pool's servers, balancing, passive health and idle
 //! keep-alive connections; `health` the active checks; `connect` opening
-//! connections; `headers` what a request and response look like on the
-//! way through; `forward` one request's tries, retries and timeouts. The
+//! and driving connections; `headers` what a request and response look
+//! like on the way through; `exchange` reading a response; `forward` one
+//! request's tries, retries and timeouts. The
 //! front reads the client's request and buffers the response; the router
 //! decides which requests come here.
 
 mod connect;
+mod exchange;
 mod forward;
 mod headers;
 mod health;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use connect::ConnectError;
+pub use exchange::ExchangeError;
 pub use forward::{forward, Answer, Outgoing, Payload, UpstreamBody};
 pub use headers::{response as strip_response_headers, ClientSide};
 pub use upstream::Upstream;
@@ -34,13 +37,15 @@ pub enum ProxyError {
     #[error("{at}: {source}")]
     Connect { at: String, source: ConnectError },
     #[error("{at}: {source}")]
-    Send { at: String, source: hyper::Error },
+    Send { at: String, source: ExchangeError },
+    #[error("{at}: {source}")]
+    Invalid { at: String, source: ExchangeError },
     #[error("{at}: no response head within {after:?}")]
     HeadTimeout { at: String, after: Duration },
     #[error("{at}: response body silent for {after:?}")]
     IdleTimeout { at: String, after: Duration },
     #[error("{at}: reading response body: {source}")]
-    Body { at: String, source: hyper::Error },
+    Body { at: String, source: ExchangeError },
 }
 
 /// Every upstream pool of the config, by index, used from `loops` front

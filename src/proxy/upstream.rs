@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::connect::Sender;
+use super::connect::Conn;
 use crate::config::{Balance, ServerAddr, UpstreamSpec};
 
 /// One server of a pool, and what the front knows of it.
@@ -32,8 +32,8 @@ pub struct Node {
     /// Marked down by the active health check.
     down: AtomicBool,
     /// Idle keep-alive connections, newest last, one list per front event
-    /// loop (indexed by [`Sender::home`]), so loops don't contend for them.
-    idle: Vec<Mutex<Vec<Sender>>>,
+    /// loop (indexed by [`Conn::home`]), so loops don't contend for them.
+    idle: Vec<Mutex<Vec<Conn>>>,
 }
 
 /// An upstream pool.
@@ -180,11 +180,11 @@ impl Upstream {
     /// loop, if one is still open: a request drives it without waking
     /// another thread. (Each loop keeps its own; one on another loop would
     /// cost two wake-ups per request for as long as it is reused.)
-    pub fn idle_connection(&self, i: usize) -> Option<Sender> {
+    pub fn idle_connection(&self, i: usize) -> Option<Conn> {
         let mut idle = self.nodes[i].idle.get(crate::front::loops::current())?.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+        while let Some(mut conn) = idle.pop() {
+            if conn.still_open() {
+                return Some(conn);
             }
         }
         None
@@ -192,16 +192,16 @@ impl Upstream {
 
     /// Keeps a connection whose last response has been read in full:
     /// `keepalive` per loop, as nginx's is per worker process.
-    pub fn release(&self, i: usize, sender: Sender) {
-        if !sender.is_ready() || self.spec.keepalive == 0 {
+    pub fn release(&self, i: usize, conn: Conn) {
+        if self.spec.keepalive == 0 {
             return;
         }
-        let Some(slot) = self.nodes[i].idle.get(sender.home) else { return };
+        let Some(slot) = self.nodes[i].idle.get(conn.home) else { return };
         if let Ok(mut idle) = slot.lock() {
             if idle.len() >= self.spec.keepalive {
                 idle.remove(0);
             }
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 }
