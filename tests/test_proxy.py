@@ -364,12 +364,15 @@ def test_ipv6_upstream(tandem_factory, tmp_path):
 class RawUpstream:
     """A hand-written HTTP/1.1 server on loopback, for what real servers won't
     do on demand: hop-by-hop response headers, a stalled body, a reset after
-    reading the request. Counts the requests it reads, by path."""
+    reading the request, chunked and close-delimited bodies, malformed heads,
+    a kept-alive connection closed while idle. Counts the requests it reads,
+    by path, and the connection each came on."""
 
     def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.seen = []
+        self.connections = []  # the peer address of each request, in order
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -384,33 +387,70 @@ class RawUpstream:
     def _serve(self, conn):
         with conn:
             f = conn.makefile("rb")
-            line = f.readline()
-            if not line:
-                return
-            path = line.split()[1].decode()
-            length = 0
-            while (header := f.readline()) not in (b"\r\n", b""):
-                if header.lower().startswith(b"content-length:"):
-                    length = int(header.split(b":")[1])
-            f.read(length)
-            self.seen.append(path)
-            if path == "/reset":
-                conn.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                return
-            if path == "/stall":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
-                time.sleep(3)
-                return
-            if path == "/stall-big":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 200_000)
-                time.sleep(3)
-                return
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
-                b"Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\r\nok"
-            )
+            while self._answer(conn, f):
+                pass
+
+    def _answer(self, conn, f):
+        """Reads one request and answers it; whether to read another."""
+        line = f.readline()
+        if not line:
+            return False
+        path = line.split()[1].decode()
+        length = 0
+        while (header := f.readline()) not in (b"\r\n", b""):
+            if header.lower().startswith(b"content-length:"):
+                length = int(header.split(b":")[1])
+        f.read(length)
+        self.seen.append(path)
+        self.connections.append(conn.getpeername())
+        if path == "/reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return False
+        if path == "/stall":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+            time.sleep(3)
+            return False
+        if path == "/stall-big":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 200_000)
+            time.sleep(3)
+            return False
+        if path == "/chunked":
+            # An interim 100, then chunks in separate writes, with an
+            # extension and a trailer; the connection stays open.
+            pieces = [
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"6;ext=1\r\nchunk-\r\n",
+                b"7\r\ned body\r\n",
+                b"0\r\nX-Trailer: t\r\n\r\n",
+            ]
+            for piece in pieces:
+                conn.sendall(piece)
+                time.sleep(0.01)
+            return True
+        if path == "/until-close":
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the ")
+            time.sleep(0.05)
+            conn.sendall(b"end")
+            return False
+        if path == "/ambiguous":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            return False
+        if path == "/huge-head":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n")
+            return False
+        if path == "/close-after":
+            # Kept alive by its headers, then closed by the server while idle
+            # (as a server with a short keep-alive timeout does).
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nkept")
+            time.sleep(0.2)
+            conn.shutdown(socket.SHUT_RDWR)
+            return False
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\n"
+            b"Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\r\nok"
+        )
+        return False
 
     def close(self):
         self.stopped = True
@@ -483,3 +523,53 @@ def test_large_stalled_body_is_cut_after_the_idle_timeout(tandem_factory, tmp_pa
         assert time.monotonic() - start < 2.5
     assert status == 200
     t.wait_for_log(r"response body silent for 500ms")
+
+
+def test_chunked_and_close_delimited_bodies_arrive_whole(tandem_factory, tmp_path, raw_upstream):
+    t = front(
+        tandem_factory, tmp_path, PROXY_ALL + upstream_table([f"127.0.0.1:{raw_upstream.port}"])
+    )
+    for _ in range(2):
+        r = t.get("/chunked")
+        assert (r.status, r.body) == (200, b"chunk-ed body"), r
+        assert "X-Trailer" not in r.headers
+    # The chunked response left its connection reusable: both came on one.
+    assert raw_upstream.connections[0] == raw_upstream.connections[1]
+    r = t.get("/until-close")
+    assert (r.status, r.body, r.headers["Content-Type"]) == (200, b"until the end", "text/plain")
+    t.get("/chunked")
+    # A connection closed to end a body is not reused.
+    assert raw_upstream.connections[3] != raw_upstream.connections[2]
+
+
+def test_malformed_responses_are_502_and_not_retried(tandem_factory, tmp_path, raw_upstream, two_nodes):
+    a, _ = two_nodes
+    servers = [f"127.0.0.1:{raw_upstream.port}", addr(a)]
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL + upstream_table(servers, balance="round-robin", max_fails=100),
+    )
+    for path, why in [
+        ("/ambiguous", "invalid response: both Content-Length and Transfer-Encoding"),
+        ("/huge-head", "response head larger than 65536 bytes"),
+    ]:
+        statuses = [t.get(path).status for _ in range(2)]
+        # One of the two went to the raw server and was answered 502 there;
+        # the other was answered by node a.
+        assert sorted(statuses) == [200, 502], (path, statuses)
+        assert raw_upstream.seen.count(path) == 1
+        t.wait_for_log(rf"GET {path}: 502, upstream apps server 127\.0\.0\.1:{raw_upstream.port}: {why}")
+
+
+def test_an_idle_connection_the_server_closed_is_not_used(tandem_factory, tmp_path, raw_upstream):
+    t = front(
+        tandem_factory, tmp_path, PROXY_ALL + upstream_table([f"127.0.0.1:{raw_upstream.port}"])
+    )
+    assert t.get("/close-after").body == b"kept"
+    time.sleep(0.5)
+    # The server closed the kept connection meanwhile. Even a POST, which is
+    # never sent twice, goes out on a fresh connection and succeeds.
+    r = t.post("/close-after", b"form")
+    assert (r.status, r.body) == (200, b"kept")
+    assert raw_upstream.connections[0] != raw_upstream.connections[1]
