@@ -404,7 +404,9 @@ class RawUpstream:
         self.seen.append(path)
         self.connections.append(conn.getpeername())
         if path == "/reset":
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             return False
         if path == "/stall":
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
@@ -434,10 +436,15 @@ class RawUpstream:
             conn.sendall(b"end")
             return False
         if path == "/ambiguous":
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+                b"\r\n0\r\n\r\n"
+            )
             return False
         if path == "/huge-head":
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n"
+            )
             return False
         if path == "/close-after":
             # Kept alive by its headers, then closed by the server while idle
@@ -542,7 +549,9 @@ def test_chunked_and_close_delimited_bodies_arrive_whole(tandem_factory, tmp_pat
     assert raw_upstream.connections[3] != raw_upstream.connections[2]
 
 
-def test_malformed_responses_are_502_and_not_retried(tandem_factory, tmp_path, raw_upstream, two_nodes):
+def test_malformed_responses_are_502_and_not_retried(
+    tandem_factory, tmp_path, raw_upstream, two_nodes
+):
     a, _ = two_nodes
     servers = [f"127.0.0.1:{raw_upstream.port}", addr(a)]
     t = front(
@@ -559,7 +568,9 @@ def test_malformed_responses_are_502_and_not_retried(tandem_factory, tmp_path, r
         # the other was answered by node a.
         assert sorted(statuses) == [200, 502], (path, statuses)
         assert raw_upstream.seen.count(path) == 1
-        t.wait_for_log(rf"GET {path}: 502, upstream apps server 127\.0\.0\.1:{raw_upstream.port}: {why}")
+        t.wait_for_log(
+            rf"GET {path}: 502, upstream apps server 127\.0\.0\.1:{raw_upstream.port}: {why}"
+        )
 
 
 def test_an_idle_connection_the_server_closed_is_not_used(tandem_factory, tmp_path, raw_upstream):
