@@ -123,16 +123,16 @@ impl Front {
         let (mut parts, body) = req.into_parts();
         let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, Arc::clone(&conn));
         let sends = parts.extensions.remove::<Arc<FileSends>>();
-        let response = match &self.access_log {
-            None => {
-                let mut response = self.respond(parts, body, &conn, &peer, &mut None, &mut route).await;
-                response.body_mut().send_files_with(sends);
-                response
-            }
-            Some(log) => {
-                let mut entry = log.entry(&parts, &peer);
-                let mut response = self.respond(parts, body, &conn, &peer, &mut entry.worker, &mut route).await;
-                response.body_mut().send_files_with(sends);
+        let entry = self.access_log.as_ref().map(|log| log.entry(&parts, &peer));
+        // One call, not one per branch: the future's size is that of the
+        // largest journey, and each request's future is moved into place.
+        let mut worker = None;
+        let mut response = self.respond(parts, body, &conn, &peer, &mut worker, &mut route).await;
+        response.body_mut().send_files_with(sends);
+        let response = match entry {
+            None => response,
+            Some(mut entry) => {
+                entry.worker = worker;
                 entry.status = response.status().as_u16();
                 response.map(|body| body.logged(entry))
             }
@@ -158,7 +158,7 @@ impl Front {
         let host = host.as_deref().and_then(|h| std::str::from_utf8(h).ok());
 
         let upstream = match self.router.route(host, parts.uri.path()) {
-            Route::Static { mount, rest } => match self.statics.serve(mount, rest, &parts, &label).await {
+            Route::Static { mount, rest } => match Box::pin(self.statics.serve(mount, rest, &parts, &label)).await {
                 Served::Response(response) => {
                     *route = RouteKind::Static;
                     return response;
@@ -242,7 +242,7 @@ impl Front {
         };
         let mut head = answer.head;
         if let Some(redirect) = self.router.has_internal().then(|| accel::target(&head.headers)).flatten() {
-            return accel::serve(self, redirect, parts, &head.headers, label).await;
+            return Box::pin(accel::serve(self, redirect, parts, &head.headers, label)).await;
         }
         let streaming = head.headers.get("x-accel-buffering").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
         head.headers.remove("x-accel-buffering");
@@ -313,7 +313,7 @@ impl Front {
         let accel = app_head.response.headers_ref().filter(|_| self.router.has_internal()).and_then(accel::target);
         if let Some(redirect) = accel {
             let original = app_head.response.headers_ref().cloned().unwrap_or_default();
-            return accel::serve(self, redirect, parts, &original, label).await;
+            return Box::pin(accel::serve(self, redirect, parts, &original, label)).await;
         }
         let body = if head_only {
             ResponseBody::empty()

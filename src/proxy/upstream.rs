@@ -8,7 +8,7 @@
 //! makes it whole. The active check (`health.rs`) marks a server *down*
 //! until a check passes. Forwarding a request is `forward`'s business.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,8 +27,10 @@ pub struct Node {
     outstanding: AtomicUsize,
     /// Failures in a row.
     fails: AtomicU32,
-    /// Ejected by failures until this instant.
-    ejected_until: Mutex<Option<Instant>>,
+    /// Ejected by failures until this many milliseconds after the pool's
+    /// `epoch`; 0 when not ejected (so that picking a server in good
+    /// health reads no clock and takes no lock).
+    ejected_until: AtomicU64,
     /// Marked down by the active health check.
     down: AtomicBool,
     /// Idle keep-alive connections, newest last, one list per front event
@@ -42,6 +44,8 @@ pub struct Upstream {
     pub nodes: Vec<Node>,
     /// Round-robin position, in units of weight.
     turn: AtomicUsize,
+    /// What ejection times count from.
+    epoch: Instant,
 }
 
 /// A request counted against a node until dropped.
@@ -70,22 +74,24 @@ impl Upstream {
                 weight: s.weight,
                 outstanding: AtomicUsize::new(0),
                 fails: AtomicU32::new(0),
-                ejected_until: Mutex::new(None),
+                ejected_until: AtomicU64::new(0),
                 down: AtomicBool::new(false),
                 idle: (0..=loops).map(|_| Mutex::new(Vec::new())).collect(),
             })
             .collect();
-        Upstream { spec, nodes, turn: AtomicUsize::new(0) }
+        Upstream { spec, nodes, turn: AtomicUsize::new(0), epoch: Instant::now() }
     }
 
     /// Picks a server for the next try, never one in `tried`. Servers in
     /// service come first; when none is, an ejected or down one is tried
     /// rather than failing at once (nginx does the same).
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let now = Instant::now();
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(|| self.now());
+        let in_service = |i: usize| self.nodes[i].in_service(now);
         let open = |i: &usize| !tried.contains(i);
-        let any_healthy = (0..self.nodes.len()).filter(open).any(|i| self.nodes[i].in_service(now));
-        let candidate = |i: &usize| open(i) && (!any_healthy || self.nodes[*i].in_service(now));
+        let any_healthy = (0..self.nodes.len()).filter(open).any(in_service);
+        let candidate = |i: &usize| open(i) && (!any_healthy || in_service(*i));
         let count = (0..self.nodes.len()).filter(candidate).count();
         if count == 0 {
             return None;
@@ -103,7 +109,7 @@ impl Upstream {
                     }
                     at -= w;
                 }
-                (0..n).filter(candidate).last()
+                (0..n).filter(candidate).next_back()
             }
             Balance::LeastOutstanding => {
                 // Fewest in flight per unit of weight; ties go round in turn.
@@ -117,6 +123,11 @@ impl Upstream {
         }
     }
 
+    /// Milliseconds since the pool's epoch.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Counts a request against node `i` until the guard is dropped.
     pub fn start(self: &Arc<Self>, i: usize) -> InFlight {
         self.nodes[i].outstanding.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +138,7 @@ impl Upstream {
     pub fn succeeded(&self, i: usize) {
         let node = &self.nodes[i];
         if node.fails.swap(0, Ordering::Relaxed) > 0 {
-            let was_ejected = node.ejected_until.lock().map(|mut e| e.take().is_some()).unwrap_or(false);
+            let was_ejected = node.ejected_until.swap(0, Ordering::Relaxed) != 0;
             if was_ejected {
                 tracing::info!("upstream {} server {}: back in service", self.spec.name, node.addr);
             }
@@ -139,17 +150,16 @@ impl Upstream {
         let node = &self.nodes[i];
         let fails = node.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= self.spec.max_fails {
-            if let Ok(mut until) = node.ejected_until.lock() {
-                let fresh = until.is_none_or(|t| t <= Instant::now());
-                *until = Some(Instant::now() + self.spec.fail_timeout);
-                if fresh {
-                    tracing::warn!(
-                        "upstream {} server {}: out of service for {}s after {fails} failures in a row",
-                        self.spec.name,
-                        node.addr,
-                        self.spec.fail_timeout.as_secs_f64()
-                    );
-                }
+            let now = self.now();
+            let until = (now + self.spec.fail_timeout.as_millis() as u64).max(1);
+            let before = node.ejected_until.swap(until, Ordering::Relaxed);
+            if before == 0 || before <= now {
+                tracing::warn!(
+                    "upstream {} server {}: out of service for {}s after {fails} failures in a row",
+                    self.spec.name,
+                    node.addr,
+                    self.spec.fail_timeout.as_secs_f64()
+                );
             }
             // Its idle connections are as suspect as the server.
             node.drop_idle();
@@ -169,9 +179,7 @@ impl Upstream {
             node.drop_idle();
         } else if !down && was {
             node.fails.store(0, Ordering::Relaxed);
-            if let Ok(mut e) = node.ejected_until.lock() {
-                *e = None;
-            }
+            node.ejected_until.store(0, Ordering::Relaxed);
             tracing::info!("upstream {} server {}: health check passed, back in service", self.spec.name, node.addr);
         }
     }
@@ -215,11 +223,14 @@ impl Node {
         }
     }
 
-    fn in_service(&self, now: Instant) -> bool {
+    /// Whether the node takes requests; `now` (milliseconds since the
+    /// pool's epoch) is read only for an ejected node.
+    fn in_service(&self, now: impl FnOnce() -> u64) -> bool {
         if self.down.load(Ordering::Relaxed) {
             return false;
         }
-        self.ejected_until.lock().map(|e| e.is_none_or(|t| t <= now)).unwrap_or(true)
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now()
     }
 }
 
@@ -265,15 +276,15 @@ mod tests {
     fn failures_eject_and_success_restores() {
         let up = pool(Balance::RoundRobin, &[1, 1]);
         up.failed(0);
-        assert!(up.nodes[0].in_service(Instant::now()));
+        assert!(up.nodes[0].in_service(|| up.now()));
         up.failed(0);
-        assert!(!up.nodes[0].in_service(Instant::now()));
+        assert!(!up.nodes[0].in_service(|| up.now()));
         assert!((0..4).all(|_| up.pick(&[]) == Some(1)));
         // With every server out, one is still tried.
         up.set_down(1, true, "test");
         assert!(up.pick(&[]).is_some());
         up.set_down(1, false, "test");
         up.succeeded(0);
-        assert!(up.nodes[0].in_service(Instant::now()));
+        assert!(up.nodes[0].in_service(|| up.now()));
     }
 }
