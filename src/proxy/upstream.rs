@@ -109,7 +109,7 @@ impl Upstream {
                     }
                     at -= w;
                 }
-                (0..n).filter(candidate).next_back()
+                (0..n).rfind(candidate)
             }
             Balance::LeastOutstanding => {
                 // Fewest in flight per unit of weight; ties go round in turn.
