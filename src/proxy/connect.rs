@@ -20,8 +20,12 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::ServerAddr;
 
-/// Room made in the read buffer before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Room made in the read buffer for the first read: enough for most
+/// responses, head and body.
+const FIRST_READ: usize = 8 * 1024;
+/// The most room made for one read, when reads keep filling it (a large
+/// body).
+const MAX_READ: usize = 64 * 1024;
 
 enum Stream {
     Tcp(TcpStream),
@@ -33,6 +37,11 @@ enum Stream {
 pub struct Conn {
     stream: Stream,
     pub buf: BytesMut,
+    /// Room to make for the next read: doubled each time a read fills it.
+    room: usize,
+    /// Whether Nagle's algorithm is off (set before a request written in
+    /// several parts; a request in one write never waits for it).
+    nodelay: bool,
     /// The front event loop its socket is registered with (`front::loops`).
     pub home: usize,
 }
@@ -50,20 +59,28 @@ pub enum ConnectError {
 pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Conn, ConnectError> {
     let opened = tokio::time::timeout(timeout, async {
         let stream = match addr {
-            ServerAddr::Tcp(addr) => {
-                let stream = TcpStream::connect(addr).await?;
-                stream.set_nodelay(true)?;
-                Stream::Tcp(stream)
-            }
+            ServerAddr::Tcp(addr) => Stream::Tcp(TcpStream::connect(addr).await?),
             ServerAddr::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
         };
-        Ok::<_, io::Error>(Conn { stream, buf: BytesMut::new(), home: crate::front::loops::current() })
+        let home = crate::front::loops::current();
+        Ok::<_, io::Error>(Conn { stream, buf: BytesMut::new(), room: FIRST_READ, nodelay: false, home })
     })
     .await;
     Ok(opened.map_err(|_| ConnectError::Timeout(timeout))??)
 }
 
 impl Conn {
+    /// Sends what is written from now on without waiting for the
+    /// acknowledgement of what went before (`TCP_NODELAY`): wanted before a
+    /// request that takes more than one write.
+    pub fn no_delay(&mut self) -> io::Result<()> {
+        if let (Stream::Tcp(s), false) = (&self.stream, self.nodelay) {
+            s.set_nodelay(true)?;
+            self.nodelay = true;
+        }
+        Ok(())
+    }
+
     /// Writes all of `parts`, in as few system calls as the socket takes.
     /// `Ok` carries nothing; an error says how many bytes went out first.
     pub async fn write_all(&mut self, mut parts: &mut [IoSlice<'_>]) -> Result<(), (io::Error, usize)> {
@@ -78,6 +95,10 @@ impl Conn {
                 Ok(n) => {
                     written += n;
                     IoSlice::advance_slices(&mut parts, n);
+                    if !parts.is_empty() {
+                        // The rest must not wait for what went first.
+                        self.no_delay().map_err(|e| (e, written))?;
+                    }
                 }
                 Err(err) => return Err((err, written)),
             }
@@ -88,21 +109,35 @@ impl Conn {
     /// Reads what comes next into `buf`; `Ok(0)` when the server has
     /// closed the connection.
     pub async fn read(&mut self) -> io::Result<usize> {
-        self.buf.reserve(READ_CHUNK);
-        match &mut self.stream {
+        let room = self.make_room();
+        let n = match &mut self.stream {
             Stream::Tcp(s) => s.read_buf(&mut self.buf).await,
             Stream::Unix(s) => s.read_buf(&mut self.buf).await,
-        }
+        };
+        self.grow_after(n, room)
     }
 
     /// Like `read`, without waiting: `WouldBlock` if nothing has arrived.
     /// Costs no system call unless the loop has seen the socket readable.
     pub fn try_read(&mut self) -> io::Result<usize> {
-        self.buf.reserve(READ_CHUNK);
-        match &mut self.stream {
+        let room = self.make_room();
+        let n = match &mut self.stream {
             Stream::Tcp(s) => s.try_read_buf(&mut self.buf),
             Stream::Unix(s) => s.try_read_buf(&mut self.buf),
+        };
+        self.grow_after(n, room)
+    }
+
+    fn make_room(&mut self) -> usize {
+        self.buf.reserve(self.room);
+        self.buf.capacity() - self.buf.len()
+    }
+
+    fn grow_after(&mut self, n: io::Result<usize>, room: usize) -> io::Result<usize> {
+        if matches!(n, Ok(n) if n == room) {
+            self.room = (self.room * 2).min(MAX_READ);
         }
+        n
     }
 
     /// Whether an idle connection can take a request: the server has

@@ -64,18 +64,19 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, E
     // Where each field lies in the head, so that values can share its
     // memory once it is split off the buffer.
     let start = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = response
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - start;
-            let value = h.value.as_ptr() as usize - start;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect();
+    // (The head is at most MAX_HEAD long, so offsets fit in a u32.)
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = response.headers.len();
+    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = (h.name.as_ptr() as usize - start) as u32;
+        let value = (h.value.as_ptr() as usize - start) as u32;
+        *span = (name, name + h.name.len() as u32, value, value + h.value.len() as u32);
+    }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name_at, name_end, value_at, value_end) in spans {
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_at, name_end, value_at, value_end) in &spans[..count] {
+        let (name_at, name_end, value_at, value_end) =
+            (name_at as usize, name_end as usize, value_at as usize, value_end as usize);
         let name = HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| invalid("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
             .map_err(|_| invalid(format!("value of {name}")))?;

@@ -202,6 +202,7 @@ async fn exchange(
         Payload::Empty => write(conn, &mut [IoSlice::new(head)], written).await?,
         Payload::Mem(body) => write(conn, &mut [IoSlice::new(head), IoSlice::new(body)], written).await?,
         Payload::File(..) => {
+            conn.no_delay()?;
             write(conn, &mut [IoSlice::new(head)], written).await?;
             let mut body = payload.body(label);
             while let Some(frame) = body.frame().await {
