@@ -82,6 +82,11 @@ def test_a_valid_file_checks_out(tmp_path):
             3,
             ["unknown variant `random`"],
         ),
+        (
+            '[upstream.a]\nservers = ["127.0.0.1:1"]\nkeepalive-timeout = 0\n',
+            1,
+            ["[upstream.a]", "'keepalive-timeout' must be a positive number of seconds"],
+        ),
         ("workers = [\n", 1, [""]),
     ],
 )

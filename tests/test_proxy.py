@@ -373,6 +373,7 @@ class RawUpstream:
         self.port = self.sock.getsockname()[1]
         self.seen = []
         self.connections = []  # the peer address of each request, in order
+        self.closed_by_peer = []  # connections the proxy closed while idle
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -387,14 +388,18 @@ class RawUpstream:
     def _serve(self, conn):
         with conn:
             f = conn.makefile("rb")
-            while self._answer(conn, f):
+            peer = conn.getpeername()
+            while (more := self._answer(conn, f)) is True:
                 pass
+            if more is None:
+                self.closed_by_peer.append(peer)
 
     def _answer(self, conn, f):
-        """Reads one request and answers it; whether to read another."""
+        """Reads one request and answers it; whether to read another (None
+        when the peer closed the connection instead of sending one)."""
         line = f.readline()
         if not line:
-            return False
+            return None
         path = line.split()[1].decode()
         length = 0
         while (header := f.readline()) not in (b"\r\n", b""):
@@ -536,10 +541,13 @@ def test_chunked_and_close_delimited_bodies_arrive_whole(tandem_factory, tmp_pat
     t = front(
         tandem_factory, tmp_path, PROXY_ALL + upstream_table([f"127.0.0.1:{raw_upstream.port}"])
     )
-    for _ in range(2):
-        r = t.get("/chunked")
-        assert (r.status, r.body) == (200, b"chunk-ed body"), r
-        assert "X-Trailer" not in r.headers
+    # Both on one client connection, so on one front thread and its pool.
+    with t.raw() as c:
+        for _ in range(2):
+            c.send(b"GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n")
+            r = c.read_response()
+            assert (r.status, r.body) == (200, b"chunk-ed body"), r
+            assert r.get("X-Trailer") is None
     # The chunked response left its connection reusable: both came on one.
     assert raw_upstream.connections[0] == raw_upstream.connections[1]
     r = t.get("/until-close")
@@ -573,14 +581,42 @@ def test_malformed_responses_are_502_and_not_retried(
         )
 
 
+def sockets_to(port, state):
+    """This machine's TCP sockets towards 127.0.0.1:`port` in `state` (as
+    /proc/net/tcp writes it: "01" established, "08" CLOSE_WAIT)."""
+    rows = [r.split() for r in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return [r for r in rows if r[2] == f"0100007F:{port:04X}" and r[3] == state]
+
+
 def test_an_idle_connection_the_server_closed_is_not_used(tandem_factory, tmp_path, raw_upstream):
     t = front(
         tandem_factory, tmp_path, PROXY_ALL + upstream_table([f"127.0.0.1:{raw_upstream.port}"])
     )
+    assert t.get("/close-after").body == b"kept"
+    assert len(sockets_to(raw_upstream.port, "01")) == 1  # the front's kept connection
+    # The server closes its end 0.2 s after answering; the front closes its
+    # own soon after, rather than keeping a half-closed socket (CLOSE_WAIT).
+    time.sleep(0.4)
+    wait_until(lambda: not sockets_to(raw_upstream.port, "08"), 3, message="no CLOSE_WAIT")
     assert t.get("/close-after").body == b"kept"
     time.sleep(0.5)
     # The server closed the kept connection meanwhile. Even a POST, which is
     # never sent twice, goes out on a fresh connection and succeeds.
     r = t.post("/close-after", b"form")
     assert (r.status, r.body) == (200, b"kept")
-    assert raw_upstream.connections[0] != raw_upstream.connections[1]
+    assert len(set(raw_upstream.connections)) == 3
+
+
+def test_idle_connections_are_closed_after_the_keepalive_timeout(
+    tandem_factory, tmp_path, raw_upstream
+):
+    up = upstream_table([f"127.0.0.1:{raw_upstream.port}"], keepalive_timeout=0.5)
+    t = front(tandem_factory, tmp_path, PROXY_ALL + up)
+    assert t.get("/chunked").status == 200
+    kept = raw_upstream.connections[0]
+    time.sleep(0.3)
+    assert raw_upstream.closed_by_peer == []
+    wait_until(lambda: raw_upstream.closed_by_peer == [kept], timeout=3)
+    # The next request opens a new connection.
+    assert t.get("/chunked").status == 200
+    assert raw_upstream.connections[1] != kept

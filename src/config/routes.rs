@@ -66,6 +66,9 @@ fn default_health_interval() -> f64 {
 fn default_keepalive() -> usize {
     32
 }
+fn default_keepalive_timeout() -> f64 {
+    60.0
+}
 
 /// One `[upstream.NAME]` table as written. Times are in seconds.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +102,9 @@ pub struct UpstreamEntry {
     /// Idle keep-alive connections kept per server.
     #[serde(default = "default_keepalive")]
     pub keepalive: usize,
+    /// How long an idle keep-alive connection is kept.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: f64,
 }
 
 /// Where an upstream server listens.
@@ -138,6 +144,7 @@ pub struct UpstreamSpec {
     pub health_check: Option<String>,
     pub health_interval: Duration,
     pub keepalive: usize,
+    pub keepalive_timeout: Duration,
     /// The table as written, for `--print-config`.
     pub entry: UpstreamEntry,
 }
@@ -220,6 +227,7 @@ impl UpstreamEntry {
             health_check: self.health_check.clone(),
             health_interval: seconds("health-interval", self.health_interval)?,
             keepalive: self.keepalive,
+            keepalive_timeout: seconds("keepalive-timeout", self.keepalive_timeout)?,
             entry: self.clone(),
         })
     }

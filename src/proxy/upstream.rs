@@ -7,10 +7,14 @@
 //! `fail-timeout`; then it gets requests again, and its first success
 //! makes it whole. The active check (`health.rs`) marks a server *down*
 //! until a check passes. Forwarding a request is `forward`'s business.
+//!
+//! An idle connection is kept for `keepalive-timeout` at most, and closed
+//! within a second once its server has closed its end ([`Upstream::sweep`]),
+//! so that the front holds no half-closed sockets.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::connect::Conn;
 use crate::config::{Balance, ServerAddr, UpstreamSpec};
@@ -33,9 +37,10 @@ pub struct Node {
     ejected_until: AtomicU64,
     /// Marked down by the active health check.
     down: AtomicBool,
-    /// Idle keep-alive connections, newest last, one list per front event
-    /// loop (indexed by [`Conn::home`]), so loops don't contend for them.
-    idle: Vec<Mutex<Vec<Conn>>>,
+    /// Idle keep-alive connections with the time each became idle, newest
+    /// last, one list per front event loop (indexed by [`Conn::home`]), so
+    /// loops don't contend for them.
+    idle: Vec<Mutex<Vec<(Instant, Conn)>>>,
 }
 
 /// An upstream pool.
@@ -190,8 +195,9 @@ impl Upstream {
     /// cost two wake-ups per request for as long as it is reused.)
     pub fn idle_connection(&self, i: usize) -> Option<Conn> {
         let mut idle = self.nodes[i].idle.get(crate::front::loops::current())?.lock().ok()?;
-        while let Some(mut conn) = idle.pop() {
-            if conn.still_open() {
+        let now = Instant::now();
+        while let Some((since, mut conn)) = idle.pop() {
+            if now.duration_since(since) < self.spec.keepalive_timeout && conn.still_open() {
                 return Some(conn);
             }
         }
@@ -209,8 +215,24 @@ impl Upstream {
             if idle.len() >= self.spec.keepalive {
                 idle.remove(0);
             }
-            idle.push(conn);
+            idle.push((Instant::now(), conn));
         }
+    }
+
+    /// Closes the idle connections kept past `keepalive-timeout` and those
+    /// whose server has closed its end.
+    pub fn sweep(&self) {
+        let timeout = self.spec.keepalive_timeout;
+        for slot in self.nodes.iter().flat_map(|node| &node.idle) {
+            if let Ok(mut idle) = slot.lock() {
+                idle.retain_mut(|(since, conn)| since.elapsed() < timeout && conn.still_open());
+            }
+        }
+    }
+
+    /// How often [`sweep`](Self::sweep) runs.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.spec.keepalive_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 }
 
