@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::early_hints::{EarlyHints, Interim, RequestInterim};
 use super::guard::{GuardedIo, Settings};
-use super::handler::{Front, Peer};
+use super::handler::{Front, Lent, Peer};
 use super::proxy_protocol;
 use super::sendfile::{FileSends, FileSink};
 use crate::wire::Scheme;
@@ -164,19 +164,21 @@ where
     let first_request = Arc::new(Notify::new());
     let service = {
         let first_request = Arc::clone(&first_request);
-        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
             first_request.notify_one();
-            if req.version() == http::Version::HTTP_11 {
-                req.extensions_mut().insert(EarlyHints::new(RequestInterim::new(&interim)));
-            }
-            if let Some(sends) = &sends {
-                req.extensions_mut().insert(Arc::clone(sends));
-            }
-            Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer)))
+            let lent = Lent {
+                hints: (req.version() == http::Version::HTTP_11)
+                    .then(|| EarlyHints::new(RequestInterim::new(&interim))),
+                sends: sends.clone(),
+            };
+            Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer), lent))
         })
     };
     let mut conn = builder.serve_connection(io, service);
     let result = tokio::select! {
+        // The connection first: it is what wakes the task nearly always
+        // (and no random choice per poll).
+        biased;
         result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
         _ = stopped(&mut stop) => {
             // hyper closes a connection it has read nothing from at once,

@@ -3,9 +3,9 @@
 //! a browser can start fetching the stylesheets and scripts they name while
 //! the app is still working.
 //!
-//! Each request carries an [`EarlyHints`] in its extensions, put there by
-//! its connection, and the handler sends through it whatever hints arrive
-//! before the response head:
+//! Each request's connection lends its handler an [`EarlyHints`]
+//! (`handler::Lent`), and the handler sends through it whatever hints
+//! arrive before the response head:
 //! - over HTTP/1.1, an [`Interim`]: the bytes of a `103` response that the
 //!   connection's `guard` writes the next time hyper has written everything
 //!   handed to it before them, and never after the final head;

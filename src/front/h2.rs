@@ -35,7 +35,7 @@ use super::conn::stopped;
 use super::early_hints::{EarlyHints, HintSink, CONNECTION_FIELDS};
 use super::framing::Limits;
 use super::guard::Settings;
-use super::handler::{error_response, Front, Peer};
+use super::handler::{error_response, Front, Lent, Peer};
 use super::response::ResponseBody;
 use crate::metrics::METRICS;
 
@@ -141,8 +141,8 @@ impl Stream {
     /// of open requests until the response has been sent.
     async fn serve(self, req: Request<RecvStream>, respond: SendResponse<Bytes>, _open: OpenStream) {
         let reply = Arc::new(StreamReply(Mutex::new(Some(respond))));
-        let (mut parts, recv) = req.into_parts();
-        parts.extensions.insert(EarlyHints::new(Arc::clone(&reply) as Arc<dyn HintSink>));
+        let (parts, recv) = req.into_parts();
+        let hints = EarlyHints::new(Arc::clone(&reply) as Arc<dyn HintSink>);
         let req = Request::from_parts(parts, RequestBody { recv, data_done: false });
         let handling = async {
             if req.method() == Method::CONNECT {
@@ -153,7 +153,13 @@ impl Stream {
             match check_head(req, &self.limits) {
                 // Boxed: the handler's state is large, and the stream task
                 // is moved whole when spawned.
-                Ok(req) => match Box::pin(Arc::clone(&self.front).handle(req, Arc::clone(&self.peer))).await {
+                Ok(req) => match Box::pin(Arc::clone(&self.front).handle(
+                    req,
+                    Arc::clone(&self.peer),
+                    Lent { hints: Some(hints), sends: None },
+                ))
+                .await
+                {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },

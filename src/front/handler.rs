@@ -35,6 +35,23 @@ use crate::router::{Route, Router};
 use crate::static_files::{Served, StaticFiles};
 use crate::wire::{RequestHead, Scheme};
 
+/// What a request's connection lends its handler besides the request:
+/// passed alongside it rather than in its extensions, which would cost a
+/// map and a box per request.
+#[derive(Default)]
+pub struct Lent {
+    /// Where its `103 Early Hints` go (none for HTTP/1.0).
+    pub hints: Option<EarlyHints>,
+    /// The connection's `sendfile` record, if it can take one.
+    pub sends: Option<Arc<FileSends>>,
+}
+
+/// What the access log and the metrics learn of how a request was answered.
+pub struct Outcome {
+    route: RouteKind,
+    worker: Option<u32>,
+}
+
 /// What every request handler shares: the settings, the route table, the
 /// static-file handler, the upstream pools and the app's pool.
 pub struct Front {
@@ -117,18 +134,19 @@ impl Front {
         self: Arc<Self>,
         req: Request<B>,
         conn: Arc<Peer>,
+        lent: Lent,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
-        let mut route = RouteKind::App;
         let (mut parts, body) = req.into_parts();
         let peer = super::forwarded::resolve(&self.config.forwarded_allow_ips, &mut parts.headers, Arc::clone(&conn));
-        let sends = parts.extensions.remove::<Arc<FileSends>>();
         let entry = self.access_log.as_ref().map(|log| log.entry(&parts, &peer));
         // One call, not one per branch: the future's size is that of the
         // largest journey, and each request's future is moved into place.
-        let mut worker = None;
-        let mut response = self.respond(parts, body, &conn, &peer, &mut worker, &mut route).await;
-        response.body_mut().send_files_with(sends);
+        let mut outcome = Outcome { route: RouteKind::App, worker: None };
+        let hints = lent.hints.as_ref();
+        let mut response = self.respond(parts, body, &conn, &peer, hints, &mut outcome).await;
+        response.body_mut().send_files_with(lent.sends);
+        let Outcome { route, worker } = outcome;
         let response = match entry {
             None => response,
             Some(mut entry) => {
@@ -142,17 +160,18 @@ impl Front {
     }
 
     /// The journey itself. `conn` is the connection's peer, `peer` what
-    /// trusted proxies say of the client; `worker` learns which worker
-    /// answered, if one did, and `route` which kind of route did.
+    /// trusted proxies say of the client; `outcome` learns which kind of
+    /// route answered, and which worker, if one did.
     async fn respond<B: ClientBody>(
         &self,
         parts: http::request::Parts,
         body: B,
         conn: &Peer,
         peer: &Peer,
-        worker: &mut Option<u32>,
-        route: &mut RouteKind,
+        hints: Option<&EarlyHints>,
+        outcome: &mut Outcome,
     ) -> Response<ResponseBody> {
+        let route = &mut outcome.route;
         let label = format!("{} {}", parts.method, parts.uri.path());
         let host = parts.headers.get(header::HOST).and_then(|h| split_host(h.as_bytes())).map(|(name, _)| name);
         let host = host.as_deref().and_then(|h| std::str::from_utf8(h).ok());
@@ -195,8 +214,8 @@ impl Front {
             }
         };
         match upstream {
-            Some(i) => self.proxy(i, &parts, body, conn, &label).await,
-            None => self.call_app(&parts, body, peer, &label, worker).await,
+            Some(i) => self.proxy(i, &parts, body, conn, hints, &label).await,
+            None => self.call_app(&parts, body, peer, hints, &label, &mut outcome.worker).await,
         }
     }
 
@@ -207,6 +226,7 @@ impl Front {
         parts: &http::request::Parts,
         body: RequestBody,
         conn: &Peer,
+        hints: Option<&EarlyHints>,
         label: &str,
     ) -> Response<ResponseBody> {
         let addr = std::str::from_utf8(&conn.remote_addr).unwrap_or("");
@@ -222,8 +242,7 @@ impl Front {
         };
         let has_body =
             declared_length(&parts.headers).is_some() || parts.headers.contains_key(header::TRANSFER_ENCODING);
-        let out = proxy::Outgoing { parts, payload, has_body, client, label };
-        let hints = parts.extensions.get::<EarlyHints>();
+        let out = proxy::Outgoing { parts, payload, has_body, client, hints, label };
         let _sealed = hints.map(EarlyHints::sealed_on_drop);
         if let Some(hints) = hints {
             hints.expect_from_elsewhere().await;
@@ -270,6 +289,7 @@ impl Front {
         parts: &http::request::Parts,
         body: RequestBody,
         peer: &Peer,
+        hints: Option<&EarlyHints>,
         label: &str,
         worker: &mut Option<u32>,
     ) -> Response<ResponseBody> {
@@ -283,7 +303,6 @@ impl Front {
             Err(err) => return failure(label, err),
         };
 
-        let hints = parts.extensions.get::<EarlyHints>();
         let _sealed = hints.map(EarlyHints::sealed_on_drop);
         let head = loop {
             match call.next().await {

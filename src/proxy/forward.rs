@@ -64,6 +64,8 @@ pub struct Outgoing<'a> {
     /// Whether the client's request announced a body (Content-Length or chunked).
     pub has_body: bool,
     pub client: ClientSide<'a>,
+    /// Where the upstream's `103 Early Hints` go, if the client takes them.
+    pub hints: Option<&'a EarlyHints>,
     pub label: &'a str,
 }
 
@@ -147,7 +149,7 @@ async fn try_server(
     };
     let mut head = Vec::with_capacity(512);
     headers::write_request(&mut head, &request, &out.client);
-    let hints = parts.extensions.get::<EarlyHints>();
+    let hints = out.hints;
     let mut reused = upstream.idle_connection(i);
     loop {
         let was_reused = reused.is_some();
