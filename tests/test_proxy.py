@@ -4,6 +4,7 @@ failover, retries, timeouts, headers, buffering, X-Accel-Redirect.
 (tests/test_proxy_hosts.py runs the same topology across network namespaces.)"""
 
 import hashlib
+import itertools
 import json
 import socket
 import subprocess
@@ -362,19 +363,30 @@ def test_ipv6_upstream(tandem_factory, tmp_path):
 
 
 class RawUpstream:
-    """A hand-written HTTP/1.1 server on loopback, for what real servers won't
-    do on demand: hop-by-hop response headers, a stalled body, a reset after
-    reading the request, chunked and close-delimited bodies, malformed heads,
-    a kept-alive connection closed while idle. Counts the requests it reads,
-    by path, and the connection each came on."""
+    """A hand-written HTTP/1.1 server on loopback (TCP, or a unix socket at
+    `unix`), for what real servers won't do on demand: hop-by-hop response
+    headers, a stalled body, a reset after reading the request, chunked and
+    close-delimited bodies, malformed heads, empty bodies, an answer given
+    before reading the request body, a kept-alive connection closed while
+    idle. Records the requests it reads (path, head) and the connection
+    each came on (numbered in order of accept)."""
 
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+    def __init__(self, unix=None):
+        if unix:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(str(unix))
+            self.sock.listen(64)
+            self.addr = f"unix:{unix}"
+        else:
+            self.sock = socket.create_server(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+            self.addr = f"127.0.0.1:{self.port}"
         self.seen = []
-        self.connections = []  # the peer address of each request, in order
+        self.heads = []  # the header lines of each request, in order
+        self.connections = []  # the connection number of each request, in order
         self.closed_by_peer = []  # connections the proxy closed while idle
         self.stopped = False
+        self._count = itertools.count()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -383,31 +395,58 @@ class RawUpstream:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(
+                target=self._serve, args=(conn, next(self._count)), daemon=True
+            ).start()
 
-    def _serve(self, conn):
+    def _serve(self, conn, number):
         with conn:
             f = conn.makefile("rb")
-            peer = conn.getpeername()
-            while (more := self._answer(conn, f)) is True:
+            while (more := self._answer(conn, f, number)) is True:
                 pass
             if more is None:
-                self.closed_by_peer.append(peer)
+                self.closed_by_peer.append(number)
 
-    def _answer(self, conn, f):
+    def _answer(self, conn, f, number):
         """Reads one request and answers it; whether to read another (None
         when the peer closed the connection instead of sending one)."""
         line = f.readline()
         if not line:
             return None
-        path = line.split()[1].decode()
+        method, path = line.split()[0].decode(), line.split()[1].decode()
         length = 0
+        head = []
         while (header := f.readline()) not in (b"\r\n", b""):
+            head.append(header.decode("latin-1").rstrip("\r\n"))
             if header.lower().startswith(b"content-length:"):
                 length = int(header.split(b":")[1])
-        f.read(length)
         self.seen.append(path)
-        self.connections.append(conn.getpeername())
+        self.heads.append(head)
+        self.connections.append(number)
+        if path == "/no-read":
+            # Neither reads the body nor answers: the proxy's write stalls.
+            time.sleep(3)
+            return False
+        if path == "/refuse":
+            # Refuses the body without reading it, as a server with a
+            # smaller body limit does, and keeps the socket open a while.
+            conn.sendall(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            time.sleep(1.5)
+            return False
+        f.read(length)
+        if path == "/empty":
+            # Empty bodies of every kind, each leaving the connection open.
+            if method == "HEAD":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            elif "if-none-match: x" in [h.lower() for h in head]:
+                conn.sendall(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n")
+            elif "x-status: 204" in [h.lower() for h in head]:
+                conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return True
         if path == "/reset":
             conn.setsockopt(
                 socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
@@ -620,3 +659,75 @@ def test_idle_connections_are_closed_after_the_keepalive_timeout(
     # The next request opens a new connection.
     assert t.get("/chunked").status == 200
     assert raw_upstream.connections[1] != kept
+
+
+def test_empty_responses_keep_their_connection(tandem_factory, tmp_path, raw_upstream):
+    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([raw_upstream.addr]))
+    asks = [
+        (b"GET", b"X-Status: 204\r\n", 204),
+        (b"GET", b"If-None-Match: x\r\n", 304),
+        (b"GET", b"", 200),
+        (b"HEAD", b"", 200),
+    ]
+    # All on one client connection, so on one front thread and its pool.
+    with t.raw() as c:
+        for method, extra, status in asks:
+            c.send(method + b" /empty HTTP/1.1\r\nHost: h\r\n" + extra + b"\r\n")
+            r = c.read_response(method.decode())
+            assert (r.status, r.body) == (status, b""), (method, extra, r)
+    assert raw_upstream.connections == [0, 0, 0, 0]
+
+
+@pytest.fixture
+def unix_upstreams(tmp_path):
+    ups = [RawUpstream(unix=tmp_path / f"raw{i}.sock") for i in range(2)]
+    yield ups
+    for up in ups:
+        up.close()
+
+
+BIG = b"x" * 900_000  # in memory at the front, more than a unix socket buffers
+
+
+def test_an_answer_before_the_body_is_read_reaches_the_client(
+    tandem_factory, tmp_path, unix_upstreams
+):
+    up = unix_upstreams[0]
+    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([up.addr], response_timeout=5))
+    start = time.monotonic()
+    r = t.post("/refuse", BIG)
+    assert r.status == 413
+    assert time.monotonic() - start < 3  # not the response timeout
+    assert up.seen == ["/refuse"]
+
+
+def test_a_post_cut_short_by_the_response_timeout_is_not_sent_again(
+    tandem_factory, tmp_path, unix_upstreams
+):
+    servers = [up.addr for up in unix_upstreams]
+    t = front(
+        tandem_factory,
+        tmp_path,
+        PROXY_ALL
+        + upstream_table(servers, balance="round-robin", response_timeout=1, max_fails=100),
+    )
+    # Each server reads the head and none of the body: the front's write
+    # stalls half-way, and the response timeout ends the try. Part of the
+    # POST went out, so it must not go to the other server.
+    assert [t.post("/no-read", BIG).status for _ in range(2)] == [504, 504]
+    assert sorted(len(up.seen) for up in unix_upstreams) == [1, 1]
+
+
+def test_a_host_named_by_connection_still_reaches_the_upstream(
+    tandem_factory, tmp_path, raw_upstream
+):
+    t = front(tandem_factory, tmp_path, PROXY_ALL + upstream_table([raw_upstream.addr]))
+    with t.raw() as c:
+        c.send(
+            b"GET /empty HTTP/1.1\r\nHost: example.test\r\n"
+            b"Connection: host, x-drop\r\nX-Drop: 1\r\n\r\n"
+        )
+        assert c.read_response().status == 200
+    head = [line.lower() for line in raw_upstream.heads[0]]
+    assert "host: example.test" in head
+    assert not any(line.startswith(("x-drop", "connection")) for line in head), head

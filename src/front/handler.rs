@@ -266,12 +266,15 @@ impl Front {
         let streaming = head.headers.get("x-accel-buffering").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
         head.headers.remove("x-accel-buffering");
         proxy::strip_response_headers(&mut head.headers);
-        let body = if parts.method == Method::HEAD || answer.body.is_end_stream() {
+        let mut upstream_body = answer.body;
+        let body = if parts.method == Method::HEAD || upstream_body.is_end_stream() {
+            // Read to its (empty) end, which gives the connection back.
+            let _ = response::BodySource::try_next(&mut upstream_body);
             ResponseBody::empty()
         } else {
             let expected = declared_length(&head.headers);
             let buffer = self.config.response_buffer;
-            match response::body_of_length(answer.body, expected, streaming, buffer, label.to_string()).await {
+            match response::body_of_length(upstream_body, expected, streaming, buffer, label.to_string()).await {
                 Ok(body) => body,
                 Err(err) => {
                     let status = err.status();

@@ -10,12 +10,14 @@
 //! `exchange`'s business; keeping the connection for the next request is
 //! `upstream`'s.
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::ServerAddr;
@@ -44,6 +46,14 @@ pub struct Conn {
     nodelay: bool,
     /// The front event loop its socket is registered with (`front::loops`).
     pub home: usize,
+}
+
+/// How much of a request went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    All,
+    /// Stopped because the server answered (or closed) first.
+    Cut,
 }
 
 /// Why no connection could be opened.
@@ -81,29 +91,52 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes all of `parts`, in as few system calls as the socket takes.
-    /// `Ok` carries nothing; an error says how many bytes went out first.
-    pub async fn write_all(&mut self, mut parts: &mut [IoSlice<'_>]) -> Result<(), (io::Error, usize)> {
-        let mut written = 0;
-        while !parts.is_empty() {
-            let n = match &mut self.stream {
-                Stream::Tcp(s) => s.write_vectored(parts).await,
-                Stream::Unix(s) => s.write_vectored(parts).await,
+    /// Writes all of `parts`, in as few system calls as the socket takes,
+    /// adding each write's bytes to `written` as it goes (so that a caller
+    /// who gives up half-way knows whether anything went out).
+    ///
+    /// Stops with [`Sent::Cut`] when the server answers before it has read
+    /// everything: the socket is full and there is something to read, or
+    /// the server has closed or reset its end. (A server may refuse a body
+    /// with a `413` without reading it; the caller reads that answer.)
+    pub async fn write_all(&mut self, parts: &mut [IoSlice<'_>], written: &mut usize) -> io::Result<Sent> {
+        let mut parts = parts;
+        poll_fn(|cx| loop {
+            if parts.is_empty() {
+                return Poll::Ready(Ok(Sent::All));
+            }
+            let wrote = match &mut self.stream {
+                Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, parts),
+                Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, parts),
             };
-            match n {
-                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written)),
-                Ok(n) => {
-                    written += n;
+            match wrote {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    *written += n;
                     IoSlice::advance_slices(&mut parts, n);
                     if !parts.is_empty() {
                         // The rest must not wait for what went first.
-                        self.no_delay().map_err(|e| (e, written))?;
+                        if let Err(err) = self.no_delay() {
+                            return Poll::Ready(Err(err));
+                        }
                     }
                 }
-                Err(err) => return Err((err, written)),
+                Poll::Ready(Err(err))
+                    if matches!(err.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) =>
+                {
+                    return Poll::Ready(Ok(Sent::Cut));
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {
+                    let answering = match &self.stream {
+                        Stream::Tcp(s) => s.poll_read_ready(cx),
+                        Stream::Unix(s) => s.poll_read_ready(cx),
+                    };
+                    return if answering.is_ready() { Poll::Ready(Ok(Sent::Cut)) } else { Poll::Pending };
+                }
             }
-        }
-        Ok(())
+        })
+        .await
     }
 
     /// Reads what comes next into `buf`; `Ok(0)` when the server has

@@ -277,7 +277,9 @@ fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     let rest = &line[digits..];
     let rest_ok = rest.iter().find(|&&b| b != b' ' && b != b'\t').is_none_or(|&b| b == b';');
-    if digits == 0 || digits > 15 || !rest_ok {
+    // Leading zeros are allowed; past them, 15 digits keep clear of overflow.
+    let significant = line[..digits].iter().skip_while(|&&b| b == b'0').count();
+    if digits == 0 || significant > 15 || !rest_ok {
         return Err(invalid("chunk size"));
     }
     let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("chunk size"))?;
@@ -391,7 +393,7 @@ mod tests {
 
     #[test]
     fn chunks_are_decoded_in_any_pieces() {
-        let wire = b"5;ext=1\r\nhello\r\n1 \r\n,\r\n6\n world\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        let wire = b"5;ext=1\r\nhello\r\n1 \r\n,\r\n00000000000000000006\n world\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
         for step in [1, 2, 7, 1000] {
             let (body, rest) = decode(Framing::Chunked, wire, step).unwrap();
             assert_eq!(body, b"hello, world", "{step}");

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
 
-use super::connect::{self, Conn, ConnectError};
+use super::connect::{self, Conn, ConnectError, Sent};
 use super::exchange::{self, Decoder, ExchangeError, Framing, Step};
 use super::headers::{self, ClientSide, RequestHead};
 use super::upstream::{InFlight, Upstream};
@@ -90,15 +90,18 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
         tried.push(i);
         let in_flight = upstream.start(i);
         match try_server(upstream, i, &out).await {
-            Ok((head, conn)) => {
+            Ok((head, sent, conn)) => {
                 upstream.succeeded(i);
                 let framing = match exchange::framing(&out.parts.method, &head) {
                     Ok(framing) => framing,
                     Err(source) => return Err(ProxyError::Invalid { at: upstream.nodes[i].label.clone(), source }),
                 };
-                // A connection is kept only when its response ends by its
-                // own framing and the server did not say it closes it.
-                let keep = framing != Framing::UntilClose && !headers::closes(head.version, &head.headers);
+                // A connection is kept only when the whole request went
+                // out, its response ends by its own framing and the server
+                // did not say it closes it.
+                let keep = sent == Sent::All
+                    && framing != Framing::UntilClose
+                    && !headers::closes(head.version, &head.headers);
                 let body = UpstreamBody {
                     conn: Some(conn),
                     decoder: Decoder::new(framing),
@@ -134,7 +137,7 @@ async fn try_server(
     upstream: &Upstream,
     i: usize,
     out: &Outgoing<'_>,
-) -> Result<(http::response::Parts, Conn), (ProxyError, bool)> {
+) -> Result<(http::response::Parts, Sent, Conn), (ProxyError, bool)> {
     let spec = &upstream.spec;
     let node = &upstream.nodes[i];
     let here = &node.label;
@@ -162,7 +165,7 @@ async fn try_server(
         let mut written = 0;
         let exchange = exchange(&mut conn, &head, &out.payload, hints, out.label, &mut written);
         let failure = match tokio::time::timeout(spec.response_timeout, exchange).await {
-            Ok(Ok(response)) => return Ok((response, conn)),
+            Ok(Ok((response, sent))) => return Ok((response, sent, conn)),
             Ok(Err(err)) => err,
             Err(_) => {
                 let err = ProxyError::HeadTimeout { at: here.clone(), after: spec.response_timeout };
@@ -190,8 +193,9 @@ async fn try_server(
 
 /// Writes the request (`head`, then the payload) and reads up to the final
 /// response head, passing 103 Early Hints on to `hints`. `written` counts
-/// the bytes that went out, so that a failure can tell whether the request
-/// may have reached the server.
+/// the bytes that went out, so that a failure (or a timeout) can tell
+/// whether the request may have reached the server. Also says whether the
+/// whole request went out.
 async fn exchange(
     conn: &mut Conn,
     head: &[u8],
@@ -199,20 +203,25 @@ async fn exchange(
     hints: Option<&EarlyHints>,
     label: &str,
     written: &mut usize,
-) -> Result<http::response::Parts, ExchangeError> {
-    match payload {
-        Payload::Empty => write(conn, &mut [IoSlice::new(head)], written).await?,
-        Payload::Mem(body) => write(conn, &mut [IoSlice::new(head), IoSlice::new(body)], written).await?,
+) -> Result<(http::response::Parts, Sent), ExchangeError> {
+    let sent = match payload {
+        Payload::Empty => conn.write_all(&mut [IoSlice::new(head)], written).await?,
+        Payload::Mem(body) => conn.write_all(&mut [IoSlice::new(head), IoSlice::new(body)], written).await?,
         Payload::File(..) => {
             conn.no_delay()?;
-            write(conn, &mut [IoSlice::new(head)], written).await?;
+            let mut sent = conn.write_all(&mut [IoSlice::new(head)], written).await?;
             let mut body = payload.body(label);
-            while let Some(frame) = body.frame().await {
+            while sent == Sent::All {
+                let Some(frame) = body.frame().await else { break };
                 let data = frame?.into_data().unwrap_or_default();
-                write(conn, &mut [IoSlice::new(&data)], written).await?;
+                sent = conn.write_all(&mut [IoSlice::new(&data)], written).await?;
             }
+            sent
         }
-    }
+    };
+    // Cut short, the request can only be answered by a final response
+    // already on its way (1xx responses are read past); the connection is
+    // not kept after it.
     loop {
         if let Some(response) = exchange::parse_head(&mut conn.buf)? {
             match response.status.as_u16() {
@@ -233,27 +242,12 @@ async fn exchange(
                 }
                 101 => return Err(ExchangeError::Invalid("101 Switching Protocols unasked".into())),
                 100..=199 => {}
-                _ => return Ok(response),
+                _ => return Ok((response, sent)),
             }
             continue;
         }
         if conn.read().await? == 0 {
             return Err(ExchangeError::ClosedBeforeHead);
-        }
-    }
-}
-
-/// Writes all of `parts`, counting what went out in `written`.
-async fn write(conn: &mut Conn, parts: &mut [IoSlice<'_>], written: &mut usize) -> Result<(), ExchangeError> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    match conn.write_all(parts).await {
-        Ok(()) => {
-            *written += total;
-            Ok(())
-        }
-        Err((err, n)) => {
-            *written += n;
-            Err(err.into())
         }
     }
 }

@@ -71,8 +71,13 @@ pub fn write_request(out: &mut Vec<u8>, request: &RequestHead, client: &ClientSi
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = connection_tokens(incoming);
     let forwarded = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+    let mut host = None;
     for (name, value) in incoming {
-        let skip = is_hop_by_hop(&connection, name)
+        if name == header::HOST {
+            // Never hop-by-hop, even if `Connection` names it (as nginx).
+            host.get_or_insert(value.as_bytes());
+        }
+        let skip = (is_hop_by_hop(&connection, name) && name != header::HOST)
             || name == header::CONTENT_LENGTH
             || name == header::EXPECT
             || forwarded.contains(&name.as_str());
@@ -104,7 +109,6 @@ pub fn write_request(out: &mut Vec<u8>, request: &RequestHead, client: &ClientSi
         Scheme::Https => b"https",
     };
     line(out, b"x-forwarded-proto", joined("x-forwarded-proto").as_deref().unwrap_or(proto));
-    let host = incoming.get(header::HOST).map(HeaderValue::as_bytes);
     if let Some(value) = joined("x-forwarded-host").as_deref().or(host) {
         line(out, b"x-forwarded-host", value);
     }
@@ -205,6 +209,15 @@ mod tests {
         assert_eq!(out["host"], "up:80");
         assert!(!out.contains_key("x-forwarded-host"));
         assert!(!out.contains_key("content-length"));
+    }
+
+    #[test]
+    fn host_stays_even_when_connection_names_it() {
+        let incoming = map(&[("host", "example.com"), ("connection", "host, x-a"), ("x-a", "1")]);
+        let client = ClientSide { addr: "10.1.1.1", trusted: false, scheme: Scheme::Http };
+        let (_, out) = sent(&incoming, &client, None);
+        assert_eq!(out.get_all("host").iter().collect::<Vec<_>>(), ["example.com"]);
+        assert!(!out.contains_key("x-a"));
     }
 
     #[test]

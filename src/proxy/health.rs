@@ -40,7 +40,7 @@ async fn check(upstream: &Upstream, i: usize, path: &str) -> Result<(), String> 
         node.host
     );
     let head = async {
-        conn.write_all(&mut [IoSlice::new(request.as_bytes())]).await.map_err(|(e, _)| e.to_string())?;
+        conn.write_all(&mut [IoSlice::new(request.as_bytes())], &mut 0).await.map_err(|e| e.to_string())?;
         loop {
             match exchange::parse_head(&mut conn.buf).map_err(|e| e.to_string())? {
                 Some(head) if head.status.is_informational() => continue,
