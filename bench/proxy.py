@@ -97,7 +97,11 @@ PROXIES = {"tandem-front": tandem_front, "nginx": nginx_front}
 VERSIONS = {"tandem-front": [venv("tandem"), "--version"], "nginx": [NGINX, "-v"]}
 
 
-def measure(name: str, upstreams: list[int], args, tmp: Path, raw) -> wrk.WrkResult:
+def measure(
+    name: str, upstreams: list[int], groups: tuple[int, ...], args, tmp: Path, raw
+) -> wrk.WrkResult:
+    """One measurement of proxy `name` in front of the servers on ports
+    `upstreams`, whose process groups are `groups`."""
     port = free_port(HOST)
     conf_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
     argv = PROXIES[name](conf_dir, port, upstreams, args.proxy_workers)
@@ -106,9 +110,9 @@ def measure(name: str, upstreams: list[int], args, tmp: Path, raw) -> wrk.WrkRes
     try:
         running.wait_ready(url, BODY, START_TIMEOUT)
         wrk.run(url, WARMUP_SECONDS, args.connections, args.threads)
-        before = cpu.snapshot(running.pgid)
+        before = cpu.snapshot(running.pgid, groups)
         result, text = wrk.run(url, args.duration, args.connections, args.threads)
-        result.cpu = cpu.use(before, cpu.snapshot(running.pgid))
+        result.cpu = cpu.use(before, cpu.snapshot(running.pgid, groups))
         raw.write(f"### {name}\n$ {' '.join(argv)}\n{text}\n")
         running.check_alive()
         return result
@@ -117,31 +121,42 @@ def measure(name: str, upstreams: list[int], args, tmp: Path, raw) -> wrk.WrkRes
 
 
 def cpu_per_request(rounds: list[report.Round], scenarios: list[str]) -> str:
-    """A table of each proxy's own CPU time per request (median over the
-    rounds): how much of the machine the proxy takes from its upstreams,
-    steadier than req/s when the upstreams' share of the cores decides it."""
+    """A table of each proxy's own CPU time per request, and its upstreams',
+    medians over the rounds: how much of the machine the proxy takes from
+    its upstreams, steadier than req/s when the upstreams' share of the
+    cores decides it."""
     out = [
-        "## Proxy CPU per request",
+        "## CPU per request",
         "",
-        "The proxy's own CPU time (user + system) per request, median over the rounds; "
-        "lower is better. On a machine shared with the upstreams, each µs here is taken "
-        "from them.",
+        "CPU time (user + system) per request, median over the rounds; lower is better. "
+        "'proxy' is the proxy's own: on a machine shared with the upstreams, each µs of it "
+        "is taken from them. 'upstreams' is theirs while behind that proxy: the same "
+        "processes, whose cost per request changes with how the cores are shared.",
         "",
-        "| scenario | " + " | ".join(PROXIES) + " | × nginx |",
-        "|---" + "|---:" * (len(PROXIES) + 1) + "|",
+        "| scenario | "
+        + " | ".join(f"{n}: proxy | {n}: upstreams" for n in PROXIES)
+        + " | proxy × nginx |",
+        "|---" + "|---:" * (2 * len(PROXIES) + 1) + "|",
     ]
+
+    def per_request(sc: str, name: str, cores) -> float | None:
+        values = [
+            cores(r.result.cpu) * 1e6 / r.result.rps
+            for r in rounds
+            if r.scenario == sc and r.server == name and r.result and r.result.cpu
+            if r.result.rps > 0
+        ]
+        return statistics.median(values) if values else None
+
+    def us(v: float | None) -> str:
+        return f"{v:.0f} µs" if v is not None else "?"
+
     for sc in scenarios:
-        per = {}
+        cells, own = [], {}
         for name in PROXIES:
-            values = [
-                r.result.cpu.server_cores * 1e6 / r.result.rps
-                for r in rounds
-                if r.scenario == sc and r.server == name and r.result and r.result.cpu
-                if r.result.rps > 0
-            ]
-            per[name] = statistics.median(values) if values else None
-        cells = [f"{per[n]:.0f} µs" if per[n] is not None else "?" for n in PROXIES]
-        t, n = per.get("tandem-front"), per.get("nginx")
+            own[name] = per_request(sc, name, lambda c: c.server_cores)
+            cells += [us(own[name]), us(per_request(sc, name, lambda c: c.known_cores))]
+        t, n = own.get("tandem-front"), own.get("nginx")
         cells.append(f"{t / n:.2f}" if t and n else "?")
         out.append(f"| {sc} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
@@ -194,11 +209,12 @@ def main(argv: list[str]) -> int:
                     backends.append((b, port))
                     b.wait_ready(f"http://{HOST}:{port}/", BODY, START_TIMEOUT)
                 ports = [port for _, port in backends]
+                groups = tuple(b.pgid for b, _ in backends)
                 for n in range(1, args.rounds + 1):
                     for name in PROXIES:
                         r = report.Round(n, sc, name)
                         try:
-                            r.result = measure(name, ports, args, tmp, raw)
+                            r.result = measure(name, ports, groups, args, tmp, raw)
                         except (BenchFailed, OSError, subprocess.TimeoutExpired) as e:
                             r.error = str(e) or e.__class__.__name__
                         rounds.append(r)

@@ -26,6 +26,7 @@ class Snapshot:
     busy: int
     group: int  # ticks used by the server's process group (with its reaped children)
     children: float  # ticks used by our own reaped children, i.e. wrk runs
+    known: int = 0  # ticks used by other process groups this run started (upstreams)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class CpuUse:
     server_cores: float  # cores' worth of CPU the server used
     wrk_cores: float
     other_pct: float  # share of the whole machine used by processes not ours
+    known_cores: float = 0.0  # the other process groups this run started (upstreams)
 
 
 def _group_ticks(pgid: int) -> int:
@@ -49,7 +51,9 @@ def _machine_ticks() -> list[int]:
     return t + [0] * (8 - len(t))
 
 
-def snapshot(pgid: int) -> Snapshot:
+def snapshot(pgid: int, known: tuple[int, ...] = ()) -> Snapshot:
+    """`known`: process groups this run started besides the server's (a
+    proxy's upstreams), counted apart rather than as other work."""
     t = _machine_ticks()
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return Snapshot(
@@ -58,6 +62,7 @@ def snapshot(pgid: int) -> Snapshot:
         busy=t[0] + t[1] + t[2] + t[7],
         group=_group_ticks(pgid),
         children=(ru.ru_utime + ru.ru_stime) * CLK_TCK,
+        known=sum(_group_ticks(g) for g in known),
     )
 
 
@@ -65,11 +70,13 @@ def use(a: Snapshot, b: Snapshot) -> CpuUse:
     wall_ticks = max(b.when - a.when, 1e-9) * CLK_TCK
     server = b.group - a.group
     wrk = b.children - a.children
-    other = max(0.0, (b.busy - a.busy) - server - wrk)
+    known = b.known - a.known
+    other = max(0.0, (b.busy - a.busy) - server - wrk - known)
     return CpuUse(
         server_cores=server / wall_ticks,
         wrk_cores=wrk / wall_ticks,
         other_pct=100.0 * other / max(b.total - a.total, 1),
+        known_cores=known / wall_ticks,
     )
 
 
