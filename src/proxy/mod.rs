@@ -54,24 +54,7 @@ pub fn start(specs: &[UpstreamSpec], loops: usize) -> Vec<Arc<Upstream>> {
     let pools: Vec<Arc<Upstream>> = specs.iter().map(|s| Arc::new(Upstream::new(s.clone(), loops))).collect();
     for pool in &pools {
         health::spawn(pool);
-        spawn_sweeper(pool);
+        upstream::spawn_sweeper(pool);
     }
     pools
-}
-
-/// Sweeps `pool`'s idle connections for as long as the pool is in use.
-fn spawn_sweeper(pool: &Arc<Upstream>) {
-    let pool = Arc::downgrade(pool);
-    tokio::spawn(async move {
-        let Some(every) = pool.upgrade().map(|p| p.sweep_interval()) else { return };
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match pool.upgrade() {
-                Some(pool) => pool.sweep(),
-                None => return,
-            }
-        }
-    });
 }

@@ -231,9 +231,26 @@ impl Upstream {
     }
 
     /// How often [`sweep`](Self::sweep) runs.
-    pub fn sweep_interval(&self) -> Duration {
+    fn sweep_interval(&self) -> Duration {
         (self.spec.keepalive_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
+}
+
+/// Sweeps `pool`'s idle connections for as long as the pool is in use.
+pub fn spawn_sweeper(pool: &Arc<Upstream>) {
+    let pool = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let Some(every) = pool.upgrade().map(|p| p.sweep_interval()) else { return };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match pool.upgrade() {
+                Some(pool) => pool.sweep(),
+                None => return,
+            }
+        }
+    });
 }
 
 impl Node {
