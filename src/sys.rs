@@ -7,6 +7,7 @@
 //! set-up in `supervisor::spawn`). Everything here is blocking or
 //! non-blocking exactly as the descriptor is; callers choose.
 
+pub mod accept;
 pub mod inotify;
 
 use std::io::{self, IoSlice};
@@ -248,6 +249,16 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd is open for its whole life and always reports the
     // same descriptor, which is what registration requires.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Registers a listening socket (made non-blocking) with the tokio
+/// reactor, to wait for connections and accept them with [`accept::accept`].
+pub fn async_listener<T: AsRawFd>(listener: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    set_nonblocking(&listener, true)?;
+    // SAFETY: std's listeners own their descriptor for their whole life and
+    // always report the same one, which is what registration requires.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
 }
 
 static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -3,14 +3,17 @@
 //! leaving further clients in the kernel's listen backlog); what happens on
 //! each accepted connection is `conn`'s business.
 
-use std::os::fd::RawFd;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpSocket;
 use tokio::sync::{watch, Semaphore};
 
 use super::handler::{Front, Peer};
@@ -18,26 +21,30 @@ use super::loops::Loops;
 use crate::config::Bind;
 use crate::wire::Scheme;
 
-/// A bound listening socket.
+/// A bound listening socket (non-blocking, watched by the supervisor's
+/// runtime; accepted connections are registered only by the event loop
+/// that serves them).
 pub enum Listener {
-    Tcp(TcpListener),
+    Tcp(AsyncFd<TcpListener>),
     /// A unix socket and the path it was bound at (removed on exit), if
     /// tandem created it.
-    Unix(UnixListener, Option<PathBuf>),
+    Unix(AsyncFd<UnixListener>, Option<PathBuf>),
 }
 
 impl Listener {
     /// How the listener is announced: `http://HOST:PORT` or `unix:PATH`.
     pub fn url(&self) -> String {
         match self {
-            Listener::Tcp(l) => match l.local_addr() {
+            Listener::Tcp(l) => match l.get_ref().local_addr() {
                 Ok(addr) => format!("http://{addr}"),
                 Err(_) => "http://?".into(),
             },
-            Listener::Unix(l, _) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf())) {
-                Some(path) => format!("unix:{}", path.display()),
-                None => "unix:?".into(),
-            },
+            Listener::Unix(l, _) => {
+                match l.get_ref().local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf())) {
+                    Some(path) => format!("unix:{}", path.display()),
+                    None => "unix:?".into(),
+                }
+            }
         }
     }
 
@@ -62,7 +69,7 @@ fn bind(bind: &Bind) -> anyhow::Result<Listener> {
             let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
             socket.set_reuseaddr(true)?;
             socket.bind(*addr)?;
-            Ok(Listener::Tcp(socket.listen(2048)?))
+            Ok(Listener::Tcp(crate::sys::async_listener(socket.listen(2048)?.into_std()?)?))
         }
         Bind::Unix(path) => {
             if path.exists() {
@@ -72,9 +79,8 @@ fn bind(bind: &Bind) -> anyhow::Result<Listener> {
                 }
                 std::fs::remove_file(path).context("removing stale socket file")?;
             }
-            let std_listener = std::os::unix::net::UnixListener::bind(path)?;
-            std_listener.set_nonblocking(true)?;
-            Ok(Listener::Unix(UnixListener::from_std(std_listener)?, Some(path.clone())))
+            let std_listener = UnixListener::bind(path)?;
+            Ok(Listener::Unix(crate::sys::async_listener(std_listener)?, Some(path.clone())))
         }
         Bind::Fd(fd) => from_inherited(*fd),
     }
@@ -83,14 +89,8 @@ fn bind(bind: &Bind) -> anyhow::Result<Listener> {
 fn from_inherited(fd: RawFd) -> anyhow::Result<Listener> {
     let inherited = crate::sys::inherited_listener(fd)?;
     Ok(match inherited {
-        crate::sys::Inherited::Tcp(l) => {
-            l.set_nonblocking(true)?;
-            Listener::Tcp(TcpListener::from_std(l)?)
-        }
-        crate::sys::Inherited::Unix(l) => {
-            l.set_nonblocking(true)?;
-            Listener::Unix(UnixListener::from_std(l)?, None)
-        }
+        crate::sys::Inherited::Tcp(l) => Listener::Tcp(crate::sys::async_listener(l)?),
+        crate::sys::Inherited::Unix(l) => Listener::Unix(crate::sys::async_listener(l)?, None),
     })
 }
 
@@ -142,13 +142,6 @@ async fn accept_loop(
         };
         match accepted {
             Ok((io, peer)) => {
-                let io = match io.into_std() {
-                    Ok(io) => io,
-                    Err(e) => {
-                        tracing::warn!("cannot hand an accepted connection to an event loop: {e}");
-                        continue;
-                    }
-                };
                 // Counted from accept, so a graceful stop waits for it even
                 // before its loop has started it.
                 let open = front.connection();
@@ -185,16 +178,6 @@ enum Io {
     Unix(tokio::net::UnixStream),
 }
 
-impl Io {
-    /// Leaves this runtime, for [`StdIo::into_loop`] on another.
-    fn into_std(self) -> std::io::Result<StdIo> {
-        Ok(match self {
-            Io::Tcp(s) => StdIo::Tcp(s.into_std()?),
-            Io::Unix(s) => StdIo::Unix(s.into_std()?),
-        })
-    }
-}
-
 /// An accepted connection on its way to an event loop (non-blocking).
 enum StdIo {
     Tcp(std::net::TcpStream),
@@ -211,14 +194,17 @@ impl StdIo {
     }
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
+/// The next connection on `listener`, not yet registered with any runtime.
+async fn accept(listener: &Listener) -> std::io::Result<(StdIo, Peer)> {
     match listener {
         Listener::Tcp(l) => {
-            let (stream, remote) = l.accept().await?;
+            let (fd, remote) = accept_fd(l).await?;
+            let stream = std::net::TcpStream::from(fd);
+            let remote = remote.ok_or_else(|| std::io::Error::other("accepted a TCP connection with no address"))?;
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr()?;
             Ok((
-                Io::Tcp(stream),
+                StdIo::Tcp(stream),
                 Peer {
                     remote_addr: Bytes::from(remote.ip().to_string()),
                     remote_port: remote.port(),
@@ -229,9 +215,9 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
             ))
         }
         Listener::Unix(l, _) => {
-            let (stream, _) = l.accept().await?;
+            let (fd, _) = accept_fd(l).await?;
             Ok((
-                Io::Unix(stream),
+                StdIo::Unix(std::os::unix::net::UnixStream::from(fd)),
                 Peer {
                     remote_addr: Bytes::new(),
                     remote_port: 0,
@@ -240,6 +226,16 @@ async fn accept(listener: &Listener) -> std::io::Result<(Io, Peer)> {
                     scheme: Scheme::Http,
                 },
             ))
+        }
+    }
+}
+
+/// Waits for a connection on `listener` and accepts it (`sys::accept`).
+async fn accept_fd<T: AsRawFd>(listener: &AsyncFd<T>) -> std::io::Result<(OwnedFd, Option<std::net::SocketAddr>)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| crate::sys::accept::accept(l.get_ref())) {
+            return accepted;
         }
     }
 }

@@ -115,7 +115,9 @@ impl Ops {
         if self.predecessor.is_none() {
             return Vec::new();
         }
-        let path = |l: &tokio::net::UnixListener| l.local_addr().ok()?.as_pathname().map(PathBuf::from);
+        let path = |l: &tokio::io::unix::AsyncFd<std::os::unix::net::UnixListener>| {
+            l.get_ref().local_addr().ok()?.as_pathname().map(PathBuf::from)
+        };
         listeners
             .iter()
             .filter_map(|listener| match listener {
