@@ -52,8 +52,15 @@ def prepare(base: Path) -> Path:
         if not k.startswith("DJANGO_") and not k.startswith("DEMO_ADMIN")
     }
     r = subprocess.run(
-        [sys.executable, "manage.py", "demo_setup", "--username", ADMIN_USER,
-         "--password", ADMIN_PASSWORD],
+        [
+            sys.executable,
+            "manage.py",
+            "demo_setup",
+            "--username",
+            ADMIN_USER,
+            "--password",
+            ADMIN_PASSWORD,
+        ],
         cwd=site,
         env=env,
         capture_output=True,

@@ -100,9 +100,7 @@ def wait_for(driver, css):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT).until(
-        EC.presence_of_element_located((By.CSS_SELECTOR, css))
-    )
+    return WebDriverWait(driver, WAIT).until(EC.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
 def submit(driver, form_css, fields):
