@@ -49,7 +49,7 @@ fn peer_address(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Optio
             let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
             let port = u16::from_be(a.sin6_port);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, u32::from_be(a.sin6_flowinfo), a.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id)))
         }
         _ => None,
     }
