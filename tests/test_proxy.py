@@ -529,14 +529,19 @@ def test_response_hop_by_hop_headers_stay_behind(tandem_factory, tmp_path, raw_u
         assert [c.read_response().status for _ in range(2)] == [200, 200]
 
 
-def test_reset_upstream_retries_gets_never_posts(tandem_factory, tmp_path, raw_upstream, two_nodes):
-    a, _ = two_nodes
-    servers = [f"127.0.0.1:{raw_upstream.port}", addr(a)]
-    t = front(
-        tandem_factory,
+def raw_then_node_front(factory, tmp_path, raw, node_a):
+    """A front whose pool takes turns between the raw server and node a, and
+    never ejects either (each test counts what reaches the raw one)."""
+    servers = [raw.addr, addr(node_a)]
+    return front(
+        factory,
         tmp_path,
         PROXY_ALL + upstream_table(servers, balance="round-robin", max_fails=100),
     )
+
+
+def test_reset_upstream_retries_gets_never_posts(tandem_factory, tmp_path, raw_upstream, two_nodes):
+    t = raw_then_node_front(tandem_factory, tmp_path, raw_upstream, two_nodes[0])
     for _ in range(4):
         assert t.get("/reset").status == 200  # reset by the raw server, answered by a
     resets = raw_upstream.seen.count("/reset")
@@ -599,13 +604,7 @@ def test_chunked_and_close_delimited_bodies_arrive_whole(tandem_factory, tmp_pat
 def test_malformed_responses_are_502_and_not_retried(
     tandem_factory, tmp_path, raw_upstream, two_nodes
 ):
-    a, _ = two_nodes
-    servers = [f"127.0.0.1:{raw_upstream.port}", addr(a)]
-    t = front(
-        tandem_factory,
-        tmp_path,
-        PROXY_ALL + upstream_table(servers, balance="round-robin", max_fails=100),
-    )
+    t = raw_then_node_front(tandem_factory, tmp_path, raw_upstream, two_nodes[0])
     for path, why in [
         ("/ambiguous", "invalid response: both Content-Length and Transfer-Encoding"),
         ("/huge-head", "response head larger than 65536 bytes"),

@@ -272,7 +272,7 @@ impl Front {
             let _ = response::BodySource::try_next(&mut upstream_body);
             ResponseBody::empty()
         } else {
-            let expected = declared_length(&head.headers);
+            let expected = upstream_body.length();
             let buffer = self.config.response_buffer;
             match response::body_of_length(upstream_body, expected, streaming, buffer, label.to_string()).await {
                 Ok(body) => body,

@@ -27,7 +27,7 @@ use super::exchange::{self, Decoder, ExchangeError, Framing, Step};
 use super::headers::{self, ClientSide, RequestHead};
 use super::upstream::{InFlight, Upstream};
 use super::ProxyError;
-use crate::front::{segments_body, EarlyHints, Piece, ResponseBody, Segment};
+use crate::front::{segments_body, EarlyHints, Piece, Segment};
 
 /// A request body that can be sent again on a retry.
 #[derive(Clone)]
@@ -43,16 +43,6 @@ impl Payload {
             Payload::Empty => 0,
             Payload::Mem(b) => b.len() as u64,
             Payload::File(_, len) => *len,
-        }
-    }
-
-    fn body(&self, label: &str) -> ResponseBody {
-        match self {
-            Payload::Empty => ResponseBody::empty(),
-            Payload::Mem(b) => ResponseBody::Full(Some(b.clone())),
-            Payload::File(file, len) => {
-                segments_body(vec![Segment::File { file: Arc::clone(file), offset: 0, len: *len }], label.to_string())
-            }
         }
     }
 }
@@ -104,6 +94,10 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                     && !headers::closes(head.version, &head.headers);
                 let body = UpstreamBody {
                     conn: Some(conn),
+                    length: match framing {
+                        Framing::Length(n) => Some(n),
+                        _ => None,
+                    },
                     decoder: Decoder::new(framing),
                     keep,
                     idle: upstream.spec.idle_timeout,
@@ -207,10 +201,11 @@ async fn exchange(
     let sent = match payload {
         Payload::Empty => conn.write_all(&mut [IoSlice::new(head)], written).await?,
         Payload::Mem(body) => conn.write_all(&mut [IoSlice::new(head), IoSlice::new(body)], written).await?,
-        Payload::File(..) => {
+        Payload::File(file, len) => {
             conn.no_delay()?;
             let mut sent = conn.write_all(&mut [IoSlice::new(head)], written).await?;
-            let mut body = payload.body(label);
+            let whole = Segment::File { file: Arc::clone(file), offset: 0, len: *len };
+            let mut body = segments_body(vec![whole], label.to_string());
             while sent == Sent::All {
                 let Some(frame) = body.frame().await else { break };
                 let data = frame?.into_data().unwrap_or_default();
@@ -222,6 +217,13 @@ async fn exchange(
     // Cut short, the request can only be answered by a final response
     // already on its way (1xx responses are read past); the connection is
     // not kept after it.
+    Ok((final_head(conn, hints).await?, sent))
+}
+
+/// Reads up to the final response head on `conn`: 100 Continue and other
+/// 1xx are read past, 103 Early Hints passed on to `hints`, an unasked 101
+/// is an error.
+pub async fn final_head(conn: &mut Conn, hints: Option<&EarlyHints>) -> Result<http::response::Parts, ExchangeError> {
     loop {
         if let Some(response) = exchange::parse_head(&mut conn.buf)? {
             match response.status.as_u16() {
@@ -242,7 +244,7 @@ async fn exchange(
                 }
                 101 => return Err(ExchangeError::Invalid("101 Switching Protocols unasked".into())),
                 100..=199 => {}
-                _ => return Ok((response, sent)),
+                _ => return Ok(response),
             }
             continue;
         }
@@ -257,6 +259,8 @@ async fn exchange(
 pub struct UpstreamBody {
     /// The connection, until the body has been read (then back to the pool).
     conn: Option<Conn>,
+    /// The body's length, when the response gave one.
+    length: Option<u64>,
     decoder: Decoder,
     /// Whether the connection may be kept once the body is read.
     keep: bool,
@@ -269,6 +273,11 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     fn at(&self) -> String {
         self.upstream.nodes[self.node].label.clone()
+    }
+
+    /// The body's `Content-Length`, as its framing was read.
+    pub fn length(&self) -> Option<u64> {
+        self.length
     }
 
     /// Whether the body is already known to be empty (HEAD, 204, 304 ...).

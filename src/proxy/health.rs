@@ -8,7 +8,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 
 use super::connect;
-use super::exchange::{self, ExchangeError};
+use super::forward;
 use super::upstream::Upstream;
 
 /// Starts the checks of `upstream`, if it has a `health-check` path. They
@@ -41,18 +41,7 @@ async fn check(upstream: &Upstream, i: usize, path: &str) -> Result<(), String> 
     );
     let head = async {
         conn.write_all(&mut [IoSlice::new(request.as_bytes())], &mut 0).await.map_err(|e| e.to_string())?;
-        loop {
-            match exchange::parse_head(&mut conn.buf).map_err(|e| e.to_string())? {
-                Some(head) if head.status.is_informational() => continue,
-                Some(head) => return Ok(head),
-                None => {}
-            }
-            match conn.read().await {
-                Ok(0) => return Err(ExchangeError::ClosedBeforeHead.to_string()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        forward::final_head(&mut conn, None).await.map_err(|e| e.to_string())
     };
     let head = tokio::time::timeout(spec.response_timeout, head)
         .await
