@@ -15,14 +15,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::early_hints::{EarlyHints, Interim, RequestInterim};
+use super::early_hints::Interim;
 use super::guard::{GuardedIo, Settings};
-use super::handler::{Front, Lent, Peer};
+use super::handler::{Front, Peer};
 use super::proxy_protocol;
 use super::sendfile::{FileSends, FileSink};
 use crate::wire::Scheme;
@@ -134,7 +133,7 @@ async fn sniff<S: AsyncRead + Unpin>(socket: &mut S) -> io::Result<Bytes> {
 }
 
 /// HTTP/1.1 through the guard (framing, limits and timeouts).
-async fn serve_http1<S>(io: S, peer: Arc<Peer>, front: Arc<Front>, mut stop: watch::Receiver<bool>, accepted: Instant)
+async fn serve_http1<S>(io: S, peer: Arc<Peer>, front: Arc<Front>, stop: watch::Receiver<bool>, accepted: Instant)
 where
     S: AsyncRead + AsyncWrite + FileSink + Unpin + Send + 'static,
 {
@@ -142,77 +141,23 @@ where
     let interim = Interim::new();
     let sends = (io.sends_files() && front.config.static_options.sendfile).then(FileSends::new);
     let mut io = GuardedIo::new(io, settings).accepted_at(accepted).with_interim(Arc::clone(&interim));
-    let mut builder = hyper::server::conn::http1::Builder::new();
     if let Some(sends) = &sends {
         io = io.with_file_sends(Arc::clone(sends));
-        // Body chunks kept as given, never copied: see `sendfile`.
-        builder.writev(true);
-    }
-    builder
-        .keep_alive(settings.keepalive_timeout.is_some())
-        // hyper then reads only between requests and inside bodies, which
-        // lets the guard hold back a refused request until hyper is idle.
-        .half_close(true)
-        // The guard times heads, bodies and idle connections itself.
-        .header_read_timeout(None)
-        .max_buf_size(settings.max_head().min(64 * 1024 * 1024));
-    if settings.limits.fields > 100 {
-        // hyper's own cap (100) would otherwise answer 431 first.
-        builder.max_headers(settings.limits.fields);
     }
     let access_log = front.access_log.is_some().then(|| (Arc::clone(&front), Arc::clone(&peer)));
-    let first_request = Arc::new(Notify::new());
-    let service = {
-        let first_request = Arc::clone(&first_request);
-        service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            first_request.notify_one();
-            let lent = Lent {
-                hints: (req.version() == http::Version::HTTP_11)
-                    .then(|| EarlyHints::new(RequestInterim::new(&interim))),
-                sends: sends.clone(),
-            };
-            Box::pin(Arc::clone(&front).handle(req, Arc::clone(&peer), lent))
-        })
+    let grace = FIRST_REQUEST_GRACE.min(settings.header_timeout);
+    let lends = super::http1::Lends { interim, sends };
+    let Some(io) = super::http1::serve(io, peer, front, stop, lends, grace).await else {
+        return;
     };
-    let mut conn = builder.serve_connection(io, service);
-    let result = tokio::select! {
-        // The connection first: it is what wakes the task nearly always
-        // (and no random choice per poll).
-        biased;
-        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
-        _ = stopped(&mut stop) => {
-            // hyper closes a connection it has read nothing from at once,
-            // but one accepted just before the stop usually has its
-            // request on the way (or already in the socket buffer, not yet
-            // polled): give it a moment to arrive, then answer it and close.
-            let grace = Instant::now() + FIRST_REQUEST_GRACE.min(settings.header_timeout);
-            let waited = tokio::select! {
-                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => Some(result),
-                _ = first_request.notified() => None,
-                _ = tokio::time::sleep_until(grace) => None,
-            };
-            match waited {
-                Some(result) => result,
-                None => {
-                    Pin::new(&mut conn).graceful_shutdown();
-                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
-                }
+    let refused = io.finish().await;
+    if let Some((status, len)) = refused {
+        crate::metrics::METRICS.refused(status.as_u16());
+        if let Some((front, peer)) = &access_log {
+            if let Some(log) = &front.access_log {
+                log.refusal(peer, status.as_u16(), len);
             }
         }
-    };
-    match result {
-        Ok(()) => {
-            let refused = conn.into_parts().io.finish().await;
-            if let Some((status, len)) = refused {
-                crate::metrics::METRICS.refused(status.as_u16());
-                if let Some((front, peer)) = &access_log {
-                    if let Some(log) = &front.access_log {
-                        log.refusal(peer, status.as_u16(), len);
-                    }
-                }
-            }
-        }
-        Err(e) => tracing::debug!("connection error: {e}"),
     }
 }
 

@@ -78,12 +78,6 @@ impl Settings {
             send_timeout: client.send_timeout,
         }
     }
-
-    /// The largest head `Framing` can let through, for hyper's buffer limit.
-    pub fn max_head(&self) -> usize {
-        let l = &self.limits;
-        (l.request_line + 2 + l.fields * (l.field_size + 2) + 2).max(8192)
-    }
 }
 
 /// An error the guard gives hyper instead of bytes.
@@ -126,8 +120,6 @@ pub struct GuardedIo<S> {
     inner: S,
     settings: Settings,
     framing: Framing,
-    /// Bytes `framing` let through that hyper has not taken yet.
-    ready: BytesMut,
     refused: Option<(Reject, Phase)>,
     /// hyper saw the end of input because of a refused head.
     refusal_delivered: bool,
@@ -159,7 +151,6 @@ where
             inner,
             settings,
             framing: Framing::new(settings.limits),
-            ready: BytesMut::new(),
             refused: None,
             refusal_delivered: false,
             input_ended: false,
@@ -246,7 +237,7 @@ where
         }
     }
 
-    fn timed_out(&mut self, wait: Wait) -> Poll<io::Result<()>> {
+    fn timed_out(&mut self, wait: Wait) -> Poll<io::Result<usize>> {
         self.input_ended = true;
         match wait {
             Wait::Body => Poll::Ready(Err(io::Error::new(
@@ -255,22 +246,27 @@ where
             ))),
             Wait::Head => {
                 tracing::info!("closing connection: request head incomplete after the header timeout");
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(0))
             }
             Wait::KeepAlive => {
                 tracing::debug!("closing idle connection: keep-alive timeout");
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(0))
             }
         }
     }
 
     /// Reads once from the socket and feeds what came through `framing`;
     /// returns how many bytes the socket gave (0 at its end).
-    fn read_through_framing(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn read_through_framing(
+        &mut self,
+        cx: &mut Context<'_>,
+        scratch: &mut [u8],
+        dst: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         let mut read = ReadBuf::new(scratch);
         ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
         let input = read.filled();
-        if let Err(reject) = self.framing.feed(input, &mut self.ready) {
+        if let Err(reject) = self.framing.feed(input, dst) {
             self.refused = Some((reject, self.framing.phase()));
         }
         Poll::Ready(Ok(input.len()))
@@ -324,122 +320,111 @@ where
     }
 }
 
-impl<S> hyper::rt::Read for GuardedIo<S>
+impl<S> GuardedIo<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + FileSink + Unpin,
 {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+    /// Reads from the socket through `framing`, appending what passes to
+    /// `dst`. Returns how many bytes were appended; 0 at the end of the
+    /// input: the client closed, a head or keep-alive timeout ended it, or a
+    /// refused head stands in its place (`finish` answers it). A refusal
+    /// inside a body, or its timeout, is an error that knows its status.
+    pub fn poll_read_into(&mut self, cx: &mut Context<'_>, dst: &mut BytesMut) -> Poll<io::Result<usize>> {
         loop {
-            if !this.ready.is_empty() {
-                let n = this.ready.len().min(buf.remaining());
-                buf.put_slice(&this.ready[..n]);
-                this.ready.advance(n);
-                if this.ready.is_empty() && this.ready.capacity() > READ_CHUNK {
-                    this.ready = BytesMut::new();
-                }
-                return Poll::Ready(Ok(()));
-            }
-            if let Some((reject, phase)) = this.refused {
+            if let Some((reject, phase)) = self.refused {
                 if phase == Phase::Body {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, GuardError::from(reject))));
                 }
-                this.refusal_delivered = true;
-                return Poll::Ready(Ok(()));
+                self.refusal_delivered = true;
+                return Poll::Ready(Ok(0));
             }
-            if this.input_ended {
-                return Poll::Ready(Ok(()));
+            if self.input_ended {
+                return Poll::Ready(Ok(0));
             }
-            if this.framing.messages() != this.messages_seen {
-                this.messages_seen = this.framing.messages();
-                this.idle_since = None;
+            if self.framing.messages() != self.messages_seen {
+                self.messages_seen = self.framing.messages();
+                self.idle_since = None;
             }
-            let phase = this.framing.phase();
-            match SCRATCH.with_borrow_mut(|scratch| this.read_through_framing(cx, scratch)) {
+            let phase = self.framing.phase();
+            let before = dst.len();
+            match SCRATCH.with_borrow_mut(|scratch| self.read_through_framing(cx, scratch, dst)) {
                 Poll::Ready(Ok(0)) => {
-                    this.input_ended = true;
-                    return Poll::Ready(Ok(()));
+                    self.input_ended = true;
+                    return Poll::Ready(Ok(0));
                 }
                 Poll::Ready(Ok(n)) => {
                     crate::metrics::METRICS.bytes_in(n);
                     let now = Instant::now();
-                    this.last_input = now;
-                    if phase == Phase::Idle && this.framing.messages() > 0 {
-                        this.head_started = now;
+                    self.last_input = now;
+                    if phase == Phase::Idle && self.framing.messages() > 0 {
+                        self.head_started = now;
+                    }
+                    if dst.len() > before {
+                        return Poll::Ready(Ok(dst.len() - before));
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    let (deadline, wait) = this.read_deadline(phase);
-                    return match this.read_timer.poll_at(cx, deadline) {
-                        Poll::Ready(()) => this.timed_out(wait),
+                    let (deadline, wait) = self.read_deadline(phase);
+                    return match self.read_timer.poll_at(cx, deadline) {
+                        Poll::Ready(()) => self.timed_out(wait),
                         Poll::Pending => Poll::Pending,
                     };
                 }
             }
         }
     }
-}
 
-/// Adds what a write took to the bytes-sent metric.
-fn count_written(written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-    if let Poll::Ready(Ok(n)) = written {
-        crate::metrics::METRICS.bytes_out(n);
-    }
-    written
-}
-
-impl<S> hyper::rt::Write for GuardedIo<S>
-where
-    S: AsyncRead + AsyncWrite + FileSink + Unpin,
-{
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_interim(cx, false))?;
-        let written = this.poll_write_with(cx, |io, cx| io.poll_write(cx, buf));
-        count_written(written)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_interim(cx, false))?;
-        // Out of its field for the call, which borrows `this` whole.
-        let written = match this.sends.take() {
+    /// Writes `bufs` (the early hints due go first); a stand-in among them
+    /// is sent as the file piece it stands for (`sendfile`). Fails once the
+    /// client has taken nothing for `send_timeout`.
+    pub fn poll_write_vectored(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_interim(cx, false))?;
+        // Out of its field for the call, which borrows `self` whole.
+        let written = match self.sends.take() {
             Some(sends) => {
-                let written = this.poll_write_with(cx, |io, cx| {
+                let written = self.poll_write_with(cx, |io, cx| {
                     let io = io.get_mut();
                     super::sendfile::poll_write(io, &sends, cx, bufs)
                         .unwrap_or_else(|| Pin::new(io).poll_write_vectored(cx, bufs))
                 });
-                this.sends = Some(sends);
+                self.sends = Some(sends);
                 written
             }
-            None => this.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs)),
+            None => self.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs)),
         };
-        count_written(written)
+        if let Poll::Ready(Ok(n)) = written {
+            crate::metrics::METRICS.bytes_out(n);
+        }
+        written
     }
 
-    fn is_write_vectored(&self) -> bool {
+    /// Writes the early hints queued so far; called when every response
+    /// before them has been written.
+    pub fn poll_hints(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_interim(cx, true)
+    }
+
+    /// Flushes what the socket holds back (a TLS session's records).
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_write_with(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    /// A head that `framing` let through turned out unusable: it is
+    /// refused as a malformed one would have been.
+    pub fn refuse_head(&mut self, why: &'static str) {
+        self.refused = Some((Reject::Malformed(why), Phase::Head));
+        self.refusal_delivered = true;
+    }
+
+    /// Nothing of a next request has arrived.
+    pub fn is_idle(&self) -> bool {
+        self.framing.phase() == Phase::Idle
+    }
+
+    /// Whether the socket is plain enough to write vectored (TLS is not).
+    pub fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // hyper flushes its socket only once its own buffer is written.
-        ready!(this.poll_interim(cx, true))?;
-        this.poll_write_with(cx, |io, cx| io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_with(cx, |io, cx| io.poll_shutdown(cx))
     }
 }
 

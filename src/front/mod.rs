@@ -26,6 +26,7 @@ mod framing;
 mod guard;
 mod h2;
 mod handler;
+mod http1;
 mod listener;
 pub mod loops;
 mod proxy_protocol;

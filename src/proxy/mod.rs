@@ -11,7 +11,7 @@
 //! decides which requests come here.
 
 mod connect;
-mod exchange;
+pub(crate) mod exchange;
 mod forward;
 mod headers;
 mod health;
