@@ -150,7 +150,7 @@ pub struct ClientLimits {
 }
 
 impl ClientLimits {
-    /// Refuses values that make no sense or that hyper can't honour.
+    /// Refuses values that make no sense or that the front can't honour.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let range = |flag: &str, value: usize, min: usize, max: usize| {
             if (min..=max).contains(&value) {
@@ -159,7 +159,7 @@ impl ClientLimits {
                 Err(ConfigError(format!("--{flag} {value}: must be from {min} to {max}")))
             }
         };
-        // hyper refuses request targets of 65535 bytes or more.
+        // The http crate's URI type refuses targets of 65535 bytes or more.
         range("limit-request-line", self.request_line, 64, 65_534)?;
         range("limit-request-fields", self.request_fields, 1, 10_000)?;
         range("limit-request-field-size", self.request_field_size, 64, 65_534)?;

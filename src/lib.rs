@@ -7,7 +7,7 @@
 //! client ──TCP──▶ front::listener ─▶ front::conn: PROXY header (proxy_protocol), TLS (tls),
 //!                 (max-connections)   then HTTP/1.1 or HTTP/2 by ALPN or the h2c preface
 //!                                           │                              │
-//!                      hyper HTTP/1.1 read through front::guard   HTTP/2 on the h2 crate (front::h2:
+//!                      HTTP/1.1 (front::http1) through front::guard  HTTP/2 on the h2 crate (front::h2:
 //!                      (framing, limits, timeouts)                 limits, timeouts, stream tasks)
 //!                                           └──────────┬───────────────────┘
 //!                                                      ▼

@@ -1,8 +1,8 @@
 //! One client connection from accept to close: the PROXY protocol header
 //! with `--proxy-protocol`, the TLS handshake when the front has TLS, the choice of protocol (ALPN, or on a connection without
 //! it the HTTP/2 connection preface `PRI * HTTP/2.0` that a client with
-//! prior knowledge opens with), then hyper's HTTP/1.1 connection read
-//! through `guard` or `h2`'s HTTP/2 connection.
+//! prior knowledge opens with), then an HTTP/1.1 connection
+//! (`http1`, read through `guard`) or an HTTP/2 one (`h2`).
 //!
 //! The PROXY header, the TLS handshake and the first bytes share one
 //! deadline, the header timeout counted from accept. What the handshake involves is `tls`'s

@@ -7,8 +7,8 @@
 //! (`handler::Lent`), and the handler sends through it whatever hints
 //! arrive before the response head:
 //! - over HTTP/1.1, an [`Interim`]: the bytes of a `103` response that the
-//!   connection's `guard` writes the next time hyper has written everything
-//!   handed to it before them, and never after the final head;
+//!   connection writes (through its `guard`) while the handler works, and
+//!   never after the final head;
 //! - over HTTP/2, the stream's informational `HEADERS` frame (`h2`).
 //!
 //! HTTP/1.0 requests carry none: a server must not send a 1xx response to
@@ -85,7 +85,7 @@ impl Drop for SealOnDrop<'_> {
 }
 
 /// An HTTP/1.1 connection's `103` responses not yet written; shared by the
-/// connection's requests (one at a time, as hyper serves them) and its
+/// connection's requests (one at a time, as `http1` serves them) and its
 /// guarded socket.
 #[derive(Default)]
 pub struct Interim {
@@ -97,10 +97,10 @@ pub struct Interim {
 
 #[derive(Default)]
 pub struct InterimState {
-    /// Responses waiting for a point where hyper has written everything it
-    /// was given (its buffer may still hold the end of the last response).
+    /// Responses waiting for a point where everything before them has
+    /// been written.
     queued: BytesMut,
-    /// Responses being written: they go before anything hyper writes next.
+    /// Responses being written: they go before anything written next.
     pub writing: BytesMut,
     /// The connection's task, when hints come from another one.
     waker: Option<Waker>,
@@ -115,8 +115,8 @@ impl Interim {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// The state, locked. `at_flush`: hyper has written everything it was
-    /// given, so queued responses may start.
+    /// The state, locked. `at_flush`: everything before has been written,
+    /// so queued responses may start.
     pub fn lock(&self, at_flush: bool) -> MutexGuard<'_, InterimState> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if at_flush && !state.queued.is_empty() {

@@ -2,7 +2,7 @@
 //! ranges and multipart pieces, and request bodies spilled to disk on their
 //! way to an upstream.
 //!
-//! Each time hyper asks for the next piece, up to [`FILE_CHUNK`] bytes are
+//! Each time the connection asks for the next piece, up to [`FILE_CHUNK`] bytes are
 //! read with `pread`. What is in the page cache (nearly everything a busy
 //! site serves) is read right there on the event-loop thread, with
 //! `RWF_NOWAIT` so that the call can never wait for the disk; only what
@@ -10,10 +10,10 @@
 //! hand-offs, and keeps at most one chunk per response in memory.
 //!
 //! On a connection that can take `sendfile(2)` ([`FileBody::send_with`]),
-//! a piece found in the page cache is not read at all: hyper gets a
-//! stand-in and the socket sends the file itself (see `sendfile`). What the
-//! pieces are is the caller's business; how they reach the client is
-//! hyper's.
+//! a piece found in the page cache is not read at all: the connection gets
+//! a stand-in and the socket sends the file itself (see `sendfile`). What
+//! the pieces are is the caller's business; how they reach the client is
+//! the connection's.
 
 use std::collections::VecDeque;
 use std::future::Future;

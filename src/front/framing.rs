@@ -1,21 +1,21 @@
-//! The strict reading of HTTP/1.1 request framing that stands in front of
-//! hyper's parser: which bytes may reach hyper at all.
+//! The strict reading of HTTP/1.1 request framing: which bytes may reach
+//! the connection loop (`http1`) at all.
 //!
-//! hyper parses requests and is strict about most things, but lenient where
-//! leniency lets two parsers disagree about where a request ends (request
-//! smuggling): it accepts a bare LF as a line ending, `Content-Length`
-//! together with `Transfer-Encoding` (the latter wins), `Transfer-Encoding:
+//! Where parsers are lenient, two of them can disagree about where a
+//! request ends (request smuggling): a bare LF as a line ending,
+//! `Content-Length` together with `Transfer-Encoding`, `Transfer-Encoding:
 //! gzip, chunked`, repeated framing fields, whitespace after a chunk size.
-//! It also has no per-line limits (414/431 only at 64 KiB targets and its
-//! whole-buffer size). [`Framing`] follows every request on a connection
-//! byte by byte: it holds a request head until it is complete and valid,
-//! then lets it through with the body that follows, checking the chunked
-//! framing on the way. The first byte it can't vouch for ends the
-//! connection's input with a [`Reject`] that knows its status.
+//! [`Framing`] allows none of it, and enforces the per-line limits (414,
+//! 431). It follows every request on a connection byte by byte: it holds a
+//! request head until it is complete and valid, then lets it through with
+//! the body that follows, checking the chunked framing on the way. The
+//! first byte it can't vouch for ends the connection's input with a
+//! [`Reject`] that knows its status.
 //!
-//! Only framing and syntax are checked here; hyper still parses everything
-//! it receives, and what a request means is the handler's business. Sockets
-//! and timers are `guard`'s.
+//! Only framing and syntax are checked here; `http1` builds the request
+//! from what passes (so its parser never sees a head this one refused),
+//! and what a request means is the handler's business. Sockets and timers
+//! are `guard`'s.
 
 use bytes::BytesMut;
 use http::StatusCode;
@@ -164,7 +164,7 @@ impl Framing {
         self.messages
     }
 
-    /// Reads `input`, appending to `out` every byte that may go on to hyper.
+    /// Reads `input`, appending to `out` every byte that may go on to the loop.
     /// After an error, `phase()` tells where it was found; feed no more.
     pub fn feed(&mut self, mut input: &[u8], out: &mut BytesMut) -> Result<(), Reject> {
         while !input.is_empty() {
@@ -405,7 +405,7 @@ fn request_line(line: &[u8]) -> Result<bool, Reject> {
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(Reject::Malformed("invalid method"));
     }
-    // Bytes above 0x7f are left for hyper to judge; controls, spaces and DEL never pass.
+    // Bytes above 0x7f are left for the URI parser to judge; controls, spaces and DEL never pass.
     if target.is_empty() || !target.iter().all(|&b| b > 0x20 && b != 0x7f) {
         return Err(Reject::Malformed("invalid request target"));
     }

@@ -1,23 +1,22 @@
-//! A client connection as hyper sees it: the socket, read through
-//! [`Framing`] and watched by timers.
+//! A client's HTTP/1.1 socket as the connection loop (`http1`) sees it:
+//! read through [`Framing`] and watched by timers.
 //!
-//! [`GuardedIo`] sits between the socket and hyper. Reading, it hands hyper
-//! only bytes that [`Framing`] let through, and ends the input when a client
-//! is silent too long: before a request head is complete (`header_timeout`,
-//! counted from accept for a connection's first request), between requests
-//! (`keepalive_timeout`) or inside a body (`body_timeout`, which hyper turns
-//! into a body error the handler answers with 408). Writing, it fails a
-//! response the client has stopped reading for `send_timeout`, and puts
-//! the `103 Early Hints` responses of `early_hints::Interim` in their place
-//! among hyper's bytes.
+//! Reading, [`GuardedIo`] hands on only bytes that [`Framing`] let through,
+//! and ends the input when a client is silent too long: before a request
+//! head is complete (`header_timeout`, counted from accept for a
+//! connection's first request), between requests (`keepalive_timeout`) or
+//! inside a body (`body_timeout`, a body error the handler answers with
+//! 408). Writing, it fails a response the client has stopped reading for
+//! `send_timeout`, puts the `103 Early Hints` responses of
+//! `early_hints::Interim` ahead of the response they precede, and sends
+//! the file pieces that `sendfile` stand-ins name.
 //!
-//! A refused request *head* never reaches hyper: hyper sees the end of the
-//! input once it has answered every request before it (hyper is built with
-//! `half_close`, so it only reads when idle or inside a body), and
-//! [`GuardedIo::finish`] then writes the refusal's status itself. A refusal
-//! inside a *body* reaches the handler as a body error that knows its status
-//! ([`status_of`]). Parsing is hyper's and `framing`'s; what to answer is
-//! the handler's.
+//! A refused request *head* never reaches the loop: the loop sees the end of
+//! the input once it has answered every request before it (it reads only
+//! between requests and inside bodies), and [`GuardedIo::finish`] then
+//! writes the refusal's status itself. A refusal inside a *body* reaches the
+//! handler as a body error that knows its status ([`status_of`]). Parsing is
+//! `framing`'s and `http1`'s; what to answer is the handler's.
 
 use std::future::Future;
 use std::io;
@@ -80,7 +79,7 @@ impl Settings {
     }
 }
 
-/// An error the guard gives hyper instead of bytes.
+/// An error the guard gives instead of bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error(transparent)]
@@ -121,14 +120,14 @@ pub struct GuardedIo<S> {
     settings: Settings,
     framing: Framing,
     refused: Option<(Reject, Phase)>,
-    /// hyper saw the end of input because of a refused head.
+    /// The loop saw the end of input because of a refused head.
     refusal_delivered: bool,
     /// The client closed, or a timeout ended the input.
     input_ended: bool,
     accepted: Instant,
     head_started: Instant,
     last_input: Instant,
-    /// Since when hyper has been waiting for the next request.
+    /// Since when the loop has been waiting for the next request.
     idle_since: Option<Instant>,
     messages_seen: u64,
     read_timer: Timer,
@@ -137,7 +136,7 @@ pub struct GuardedIo<S> {
     write_timer: Timer,
     /// Early hints of this connection's requests.
     interim: Option<Arc<Interim>>,
-    /// The file pieces behind the stand-ins in hyper's output (`sendfile`).
+    /// The file pieces behind the stand-ins among the bytes written (`sendfile`).
     sends: Option<Arc<FileSends>>,
 }
 
@@ -173,7 +172,7 @@ where
         self
     }
 
-    /// Writes the early hints `interim` is given among hyper's bytes.
+    /// Writes the early hints `interim` is given ahead of the responses.
     pub fn with_interim(mut self, interim: Arc<Interim>) -> GuardedIo<S> {
         self.interim = Some(interim);
         self
@@ -188,7 +187,7 @@ where
         self
     }
 
-    /// Called once hyper is done: answers a refused head, then closes.
+    /// Called once the loop is done: answers a refused head, then closes.
     /// Returns the status of the answer and its body's length, if one was
     /// sent, for the access log.
     pub async fn finish(mut self) -> Option<(StatusCode, u64)> {
@@ -272,10 +271,9 @@ where
         Poll::Ready(Ok(input.len()))
     }
 
-    /// Writes the early hints that are due before hyper's next bytes.
-    /// `at_flush`: hyper has written everything it was given so far, so
-    /// hints queued since may start (never before: hyper's buffer may hold
-    /// the end of the previous response).
+    /// Writes the early hints that are due before the next bytes.
+    /// `at_flush`: every response before them has been written, so hints
+    /// queued since may start.
     fn poll_interim(&mut self, cx: &mut Context<'_>, at_flush: bool) -> Poll<io::Result<()>> {
         let Some(interim) = self.interim.as_ref().filter(|i| i.pending()).map(Arc::clone) else {
             return Poll::Ready(Ok(()));

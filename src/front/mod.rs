@@ -3,9 +3,10 @@
 //!
 //! `listener` binds and accepts, and hands each connection to one of the
 //! `loops` (an event loop per front thread); `conn` takes a client from accept to close
-//! (the `tls` handshake, then HTTP/1.1 or `h2` for HTTP/2); `guard` stands
-//! between each HTTP/1.1 socket and hyper (timeouts, and `framing`'s strict
-//! reading of request syntax and limits); `proxy_protocol` reads a load
+//! (the `tls` handshake, then HTTP/1.1 or `h2` for HTTP/2); `http1` serves
+//! an HTTP/1.1 connection's requests one after another, through `guard`
+//! (timeouts, and `framing`'s strict reading of request syntax and
+//! limits); `proxy_protocol` reads a load
 //! balancer's PROXY header; `forwarded` decides what a trusted proxy may
 //! say about the client; `handler` reads one request's whole journey top
 //! to bottom; `request_body` and `response` own the buffering on either

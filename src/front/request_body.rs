@@ -22,7 +22,7 @@ pub enum RequestBody {
     },
 }
 
-/// A request body as a connection hands it over: hyper's for HTTP/1.1,
+/// A request body as a connection hands it over: `http1`'s for HTTP/1.1,
 /// the `h2` stream's for HTTP/2.
 pub trait ClientBody:
     http_body::Body<Data = Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + Unpin + 'static
@@ -67,6 +67,9 @@ pub async fn read<B: ClientBody>(
     spill_above: usize,
     stall: std::time::Duration,
 ) -> Result<RequestBody, BodyError> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::Mem(Bytes::new()));
+    }
     let mut mem = BytesMut::new();
     let mut first: Option<Bytes> = None;
     let mut spill: Option<(tokio::fs::File, u64)> = None;

@@ -2,20 +2,21 @@
 //! `sendfile on`: the bytes go from the page cache to the socket without a
 //! copy through user space.
 //!
-//! hyper owns the connection and takes body bytes only from memory, so a
-//! piece of a file travels through hyper as a *stand-in*: a slice, of the
-//! piece's length, of a region reserved for the purpose that nothing ever
-//! writes or reads ([`stand_in`]). When a file body hands hyper a stand-in
-//! it records the real piece in the connection's [`FileSends`]; when the
-//! connection's socket (`guard::GuardedIo`) finds a stand-in among the
-//! bytes hyper writes, it sends the recorded piece in its place.
+//! A response body reaches the connection as pieces of bytes (the
+//! `http_body` interface HTTP/2 shares), so a piece of a file travels as a
+//! *stand-in*: a slice, of the piece's length, of a region reserved for the
+//! purpose that nothing ever writes or reads ([`stand_in`]). When a file
+//! body hands out a stand-in it records the real piece in the connection's
+//! [`FileSends`]; when the connection's socket (`guard::GuardedIo`) finds a
+//! stand-in among the bytes it is to write, it sends the recorded piece in
+//! its place.
 //!
-//! This relies on two things hyper does when it writes vectored (which the
-//! connection asks for explicitly, `writev(true)`): it keeps each body chunk
-//! as it was given, never copying it into its own buffer, and writes chunks
-//! in the order it was given them. Each stand-in written is checked against
-//! the length of the piece recorded for it; a mismatch fails the connection
-//! rather than send the wrong bytes.
+//! This relies on what the HTTP/1.1 writer (`http1`) does: it keeps each
+//! body piece as it was given, never copying or joining it (on a socket
+//! that sends files, which writes vectored), and writes pieces in the order
+//! it was given them. Each stand-in written is checked against the length
+//! of the piece recorded for it; a mismatch fails the connection rather
+//! than send the wrong bytes.
 //!
 //! Only plain TCP sockets take this path ([`FileSink`]); TLS and HTTP/2
 //! read files into memory as before (`file_body`).
@@ -68,7 +69,7 @@ impl FileSends {
     }
 
     /// Records `len` bytes (at most [`MAX_PIECE`]) of `file` from `offset`,
-    /// and returns the stand-in to give hyper in their place.
+    /// and returns the stand-in to hand on in their place.
     pub fn stand_in(&self, file: Arc<File>, offset: u64, len: usize) -> Bytes {
         let len = len.min(MAX_PIECE);
         self.lock().push_back(Piece { file, offset, left: len });
@@ -79,7 +80,7 @@ impl FileSends {
         self.pieces.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The file and offset the stand-in `written` (at the head of hyper's
+    /// The file and offset the stand-in `written` (at the head of the
     /// output) stands for.
     fn next(&self, written: &[u8]) -> io::Result<(Arc<File>, u64)> {
         match self.lock().front() {
@@ -166,7 +167,7 @@ impl FileSink for tokio::net::UnixStream {}
 
 impl<S> FileSink for tokio_rustls::server::TlsStream<S> {}
 
-/// How a socket with [`FileSends`] writes what hyper gives it: the bytes
+/// How a socket with [`FileSends`] writes what it is given: the bytes
 /// up to the first stand-in, or the file piece that stand-in stands for.
 /// `None` if there is no stand-in (an ordinary write).
 pub fn poll_write<S: FileSink>(

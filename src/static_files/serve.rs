@@ -13,10 +13,10 @@
 //! are read in 256 KiB `pread`s as the client takes them
 //! (`front::segments_body`: from the page cache on the runtime thread, from
 //! the disk on the blocking pool), so memory per response stays bounded
-//! whatever the file size. True
-//! `sendfile(2)` is not possible here: hyper owns the connection and only
-//! accepts body bytes from user space, so each chunk is copied once from
-//! the page cache. Everything about the connection itself is the front's.
+//! whatever the file size. On a
+//! plain HTTP/1.1 connection the pieces go out with `sendfile(2)` instead
+//! (`front::sendfile`). Everything about the connection itself is the
+//! front's.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -275,6 +275,11 @@ def cl_more(environ, start_response):
     return [b"01234", b"56789"]
 
 
+def status_route(environ, start_response):
+    code = _query(environ).get("code", "200")
+    return _send(start_response, f"{code} Chosen By The App", b"status\n")
+
+
 def no_cl(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"abc", b"", b"def"]
@@ -446,6 +451,7 @@ ROUTES = {
     "/sleep": sleep_route,
     "/cl-more": cl_more,
     "/no-cl": no_cl,
+    "/status": status_route,
     "/no-cl-slow": no_cl_slow,
     "/204": no_content,
     "/304": not_modified,

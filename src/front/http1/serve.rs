@@ -56,7 +56,7 @@ pub async fn serve<S>(
     guard: GuardedIo<S>,
     peer: Arc<Peer>,
     front: Arc<Front>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     lends: Lends,
     grace: Duration,
 ) -> Option<GuardedIo<S>>
@@ -66,9 +66,12 @@ where
     let keep_alive = front.config.client.keepalive_timeout.is_some();
     let max_fields = front.config.client.request_fields;
     let shared: Shared<S> = Arc::new(Mutex::new(Io::new(guard)));
-    let mut conn = Conn { shared, out: BytesMut::new(), stopping: false, served: 0 };
+    let mut conn = Conn { shared, out: BytesMut::new(), stopping: false, served: 0, stop: stop.clone() };
+    // One wait for the stop, for the connection's whole life.
+    let mut stop = stop;
+    let mut stopped = pin!(crate::front::conn::stopped(&mut stop));
     loop {
-        let Some(head) = conn.next_head(&mut stop, grace, max_fields).await else {
+        let Some(head) = conn.next_head(stopped.as_mut(), grace, max_fields).await else {
             break;
         };
         conn.served += 1;
@@ -82,7 +85,7 @@ where
             sends: lends.sends.clone(),
         };
         let handler = Arc::clone(&front).handle(request, Arc::clone(&peer), lent);
-        let Some(response) = conn.answer(handler, &lends.interim, &mut stop).await else {
+        let Some(response) = conn.answer(handler, &lends.interim).await else {
             break;
         };
         let wants_close = !head.keep_alive || !keep_alive;
@@ -104,8 +107,10 @@ struct Conn<S> {
     shared: Shared<S>,
     /// Where response heads are encoded (its memory is reused).
     out: BytesMut,
+    /// Tandem is stopping: no request after the one under way.
     stopping: bool,
     served: u64,
+    stop: watch::Receiver<bool>,
 }
 
 impl<S> Conn<S>
@@ -115,7 +120,7 @@ where
     /// The next request head; `None` once there is none to answer.
     async fn next_head(
         &mut self,
-        stop: &mut watch::Receiver<bool>,
+        mut stopped: Pin<&mut impl Future<Output = ()>>,
         grace: Duration,
         max_fields: usize,
     ) -> Option<head::Head> {
@@ -155,7 +160,7 @@ where
                         return None;
                     }
                 },
-                _ = crate::front::conn::stopped(stop), if !self.stopping => {
+                _ = stopped.as_mut(), if !self.stopping => {
                     self.stopping = true;
                     grace_until = Some(Instant::now() + grace);
                 }
@@ -177,11 +182,10 @@ where
         &mut self,
         handler: impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>>,
         interim: &Interim,
-        stop: &mut watch::Receiver<bool>,
     ) -> Option<http::Response<ResponseBody>> {
         let mut handler = pin!(handler);
         let shared = &self.shared;
-        let working = poll_fn(|cx| {
+        let done = poll_fn(|cx| {
             if let Poll::Ready(Ok(response)) = handler.as_mut().poll(cx) {
                 return Poll::Ready(Ok(response));
             }
@@ -191,19 +195,15 @@ where
                 }
             }
             Poll::Pending
-        });
-        let mut working = pin!(working);
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut working => return match done {
-                    Ok(response) => Some(response),
-                    Err(e) => {
-                        tracing::debug!("connection error writing early hints: {e}");
-                        None
-                    }
-                },
-                _ = crate::front::conn::stopped(stop), if !self.stopping => self.stopping = true,
+        })
+        .await;
+        // A stop while the handler worked closes the connection after it.
+        self.stopping |= *self.stop.borrow();
+        match done {
+            Ok(response) => Some(response),
+            Err(e) => {
+                tracing::debug!("connection error writing early hints: {e}");
+                None
             }
         }
     }

@@ -1,0 +1,165 @@
+"""The front's HTTP/1.1 connection loop: status line, connection fields,
+request bodies the handler leaves unread, `100 Continue`, and the stop.
+
+Raw sockets throughout, since each test is about the exact bytes and about
+whether the connection stays open."""
+
+import signal
+import socket
+import time
+
+import pytest
+from conftest import RawConn, serving
+
+
+def expecting(method, path, length):
+    """A head that waits for `100 Continue` before a body of `length` bytes."""
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {length}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+def get(path, extra=b"", version=b"HTTP/1.1", method=b"GET"):
+    return method + b" " + path + b" " + version + b"\r\nHost: test.local\r\n" + extra + b"\r\n"
+
+
+def closes_soon(c, timeout=5.0):
+    """Whether the server ends the connection (EOF or reset) within `timeout`."""
+    c.settimeout(timeout)
+    try:
+        return c.read_until_close() == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The test app with a static mount (whose handler never reads a body)."""
+    root = tmp_path_factory.mktemp("http1-static")
+    (root / "a.txt").write_bytes(b"static a\n")
+    args = ("--static", f"/static/={root}", "--max-request-body", "100000")
+    with serving("wsgi_app:app", *args) as t:
+        yield t
+
+
+def test_an_http10_request_gets_an_http11_status_line_and_a_closing_answer(site):
+    with site.raw() as c:
+        c.send(get(b"/hello", version=b"HTTP/1.0"))
+        version, status, _, headers = c.read_head()
+        fields = {k.lower(): v for k, v in headers}
+        # RFC 9110 6.2: the highest minor version the server speaks, as nginx.
+        assert (version, status) == ("HTTP/1.1", 200)
+        assert fields["connection"] == "close"
+        assert "date" in fields
+        assert c.read_until_close() == b"Hello, world!\n"
+
+
+def test_an_http10_keep_alive_connection_is_kept_and_says_so(site):
+    with site.raw() as c:
+        for _ in range(2):
+            c.send(get(b"/hello", extra=b"Connection: keep-alive\r\n", version=b"HTTP/1.0"))
+            r = c.read_response()
+            assert r.status == 200 and r.body == b"Hello, world!\n"
+            assert r.get("Connection") == "keep-alive"
+
+
+def test_an_http11_request_that_closes_gets_connection_close(site):
+    with site.raw() as c:
+        c.send(get(b"/static/a.txt", extra=b"Connection: close\r\n"))
+        r = c.read_response()
+        assert r.body == b"static a\n"
+        assert r.get("Connection") == "close"
+        assert closes_soon(c)
+
+
+def test_a_small_unread_body_is_dropped_and_the_connection_kept(site):
+    with site.raw() as c:
+        # The static route answers without reading the body; its 10 bytes must
+        # not be read as the start of the next request.
+        c.send(get(b"/static/a.txt", extra=b"Content-Length: 10\r\n") + b"0123456789")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"static a\n"
+        assert r.get("Connection") is None
+        c.send(get(b"/echo"))
+        r = c.read_response()
+        assert r.status == 200 and r.json()["method"] == "GET"
+
+
+def test_a_chunked_unread_body_is_dropped_too(site):
+    with site.raw() as c:
+        c.send(
+            get(b"/static/a.txt", extra=b"Transfer-Encoding: chunked\r\n")
+            + b"5\r\nhello\r\n0\r\n\r\n"
+            + get(b"/echo")
+        )
+        assert c.read_response().body == b"static a\n"
+        assert c.read_response().json()["method"] == "GET"
+
+
+def test_an_unread_body_too_large_to_drop_closes_the_connection(site):
+    size = 3 * 1024 * 1024
+    with site.raw() as c:
+        c.send(get(b"/static/a.txt", extra=f"Content-Length: {size}\r\n".encode()))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"static a\n"
+        c.settimeout(10)
+        try:
+            c.send(b"x" * size)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # closed before all of it went out: what is asserted below
+        assert closes_soon(c)
+
+
+def test_continue_is_sent_when_the_body_is_read(site):
+    with site.raw() as c:
+        c.send(expecting("POST", "/echo", 5))
+        version, status, _, _ = c.read_head()
+        assert status == 100
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body"] == "hello"
+
+
+def test_no_continue_for_a_body_refused_on_its_declared_length(site):
+    with site.raw() as c:
+        c.send(expecting("POST", "/echo", 200000))
+        r = c.read_response()
+        assert r.status == 413
+        assert r.get("Connection") == "close"
+        assert closes_soon(c)
+
+
+def test_no_continue_and_no_keep_alive_when_the_handler_never_reads_the_body(site):
+    with site.raw() as c:
+        c.send(expecting("PUT", "/static/a.txt", 5))
+        r = c.read_response()
+        # The static route refuses PUT without reading; the client still holds
+        # its body back, so the connection cannot carry another request.
+        assert r.status == 405
+        assert r.get("Connection") == "close"
+        assert closes_soon(c)
+
+
+def test_a_status_without_a_reason_phrase_keeps_its_code(site):
+    with site.raw() as c:
+        c.send(get(b"/status?code=299"))
+        version, status, reason, _ = c.read_head()
+    assert (version, status, reason) == ("HTTP/1.1", 299, "")
+
+
+def test_a_stop_lets_the_request_under_way_finish_and_closes(tandem_factory):
+    t = tandem_factory("wsgi_app:app", "--graceful-timeout", "10", workers=1)
+    c = RawConn(t.address)
+    try:
+        c.send(get(b"/sleep?s=1"))
+        time.sleep(0.3)
+        t.signal(signal.SIGTERM)
+        r = c.read_response()
+        assert r.status == 200 and r.body.startswith(b"slept ")
+        assert r.get("Connection") == "close"
+        assert closes_soon(c)
+    finally:
+        c.close()
