@@ -8,6 +8,7 @@
 //! non-blocking exactly as the descriptor is; callers choose.
 
 pub mod accept;
+pub mod connect;
 pub mod inotify;
 
 use std::io::{self, IoSlice};
@@ -126,17 +127,26 @@ pub fn send_with_fds(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], pass: &[RawFd]) ->
     Ok(n as usize)
 }
 
+/// Sends `bufs` on a non-blocking stream socket. Never raises SIGPIPE.
+pub fn send(fd: &impl AsRawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    send_flags(fd, bufs, 0)
+}
+
 /// Sends `bufs` on a stream socket with `MSG_MORE`: the kernel holds them
 /// back for what follows (a file's bytes after a response head) rather
 /// than sending a short segment. Never raises SIGPIPE.
 pub fn send_more(fd: &impl AsRawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    send_flags(fd, bufs, libc::MSG_MORE)
+}
+
+fn send_flags(fd: &impl AsRawFd, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: msghdr is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len() as _;
     // SAFETY: `msg` points at `bufs`, alive for the call; IoSlice is
     // ABI-compatible with iovec.
-    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_MORE) };
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -6,7 +6,11 @@
 //! The request that owns a connection drives it directly: there is no
 //! task per connection and no channel between the request and its socket,
 //! so a proxied request costs its event loop no more wake-ups than its own
-//! reads and writes. What is written and how the answer is read is
+//! reads and writes. A new connection that is open as soon as `connect`
+//! returns (loopback, a unix socket, a fast network: `sys::connect`) takes
+//! its request at once, not one event-loop turn later: with servers that
+//! close every connection (gunicorn's sync workers) that is one turn per
+//! request. What is written and how the answer is read is
 //! `exchange`'s business; keeping the connection for the next request is
 //! `upstream`'s.
 
@@ -46,6 +50,10 @@ pub struct Conn {
     nodelay: bool,
     /// The front event loop its socket is registered with (`front::loops`).
     pub home: usize,
+    /// Opened, and not written to yet: the loop has not reported the
+    /// socket writable (it will, a turn later), so the first write is made
+    /// directly rather than after waiting for that.
+    fresh: bool,
 }
 
 /// How much of a request went out.
@@ -68,12 +76,32 @@ pub enum ConnectError {
 /// Connects to `addr`.
 pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Conn, ConnectError> {
     let opened = tokio::time::timeout(timeout, async {
-        let stream = match addr {
-            ServerAddr::Tcp(addr) => Stream::Tcp(TcpStream::connect(addr).await?),
-            ServerAddr::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+        let (stream, fresh) = match addr {
+            ServerAddr::Tcp(addr) => {
+                let (socket, open) = crate::sys::connect::start(addr)?;
+                let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+                if !open {
+                    stream.writable().await?;
+                    if let Some(err) = stream.take_error()? {
+                        return Err(err);
+                    }
+                }
+                (Stream::Tcp(stream), open)
+            }
+            ServerAddr::Unix(path) => {
+                let (socket, open) = crate::sys::connect::start_unix(path)?;
+                let stream = UnixStream::from_std(std::os::unix::net::UnixStream::from(socket))?;
+                if !open {
+                    stream.writable().await?;
+                    if let Some(err) = stream.take_error()? {
+                        return Err(err);
+                    }
+                }
+                (Stream::Unix(stream), open)
+            }
         };
         let home = crate::front::loops::current();
-        Ok::<_, io::Error>(Conn { stream, buf: BytesMut::new(), room: FIRST_READ, nodelay: false, home })
+        Ok::<_, io::Error>(Conn { stream, buf: BytesMut::new(), room: FIRST_READ, nodelay: false, home, fresh })
     })
     .await;
     Ok(opened.map_err(|_| ConnectError::Timeout(timeout))??)
@@ -101,6 +129,23 @@ impl Conn {
     /// with a `413` without reading it; the caller reads that answer.)
     pub async fn write_all(&mut self, parts: &mut [IoSlice<'_>], written: &mut usize) -> io::Result<Sent> {
         let mut parts = parts;
+        if std::mem::take(&mut self.fresh) {
+            let sent = match &self.stream {
+                Stream::Tcp(s) => crate::sys::send(s, parts),
+                Stream::Unix(s) => crate::sys::send(s, parts),
+            };
+            match sent {
+                Ok(n) => {
+                    *written += n;
+                    IoSlice::advance_slices(&mut parts, n);
+                    if !parts.is_empty() {
+                        self.no_delay()?;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
         poll_fn(|cx| loop {
             if parts.is_empty() {
                 return Poll::Ready(Ok(Sent::All));
