@@ -10,7 +10,8 @@ processes):
 Proxies: a tandem front node (`--config`, no app, no workers: one proxy route
 to the pool, keep-alive to the upstreams, least-outstanding balancing) and
 nginx (`proxy_pass` to an `upstream` block with `keepalive` and `least_conn`,
-HTTP/1.1 to the upstreams, the same forwarding headers), each with as many
+HTTP/1.1 to the upstreams, the same forwarding headers: X-Forwarded-For,
+-Proto and -Host, which tandem always sends), each with as many
 threads / worker processes as --proxy-workers. For each round, each proxy in
 turn: start it, check it answers, warm up, measure with wrk, stop it. Medians
 and ratios go to bench/results/ in run.py's format, followed by each proxy's
@@ -87,6 +88,7 @@ def nginx_front(conf_dir: Path, port: int, upstreams: list[int], workers: int) -
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
         }}
     }}
 """

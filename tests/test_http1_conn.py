@@ -163,3 +163,20 @@ def test_a_stop_lets_the_request_under_way_finish_and_closes(tandem_factory):
         assert closes_soon(c)
     finally:
         c.close()
+
+
+def test_a_close_with_a_body_unread_lingers_rather_than_resets(site):
+    # The client sends its body without waiting (no Expect); the front answers
+    # 413 on the declared length and closes, but keeps reading and dropping
+    # what comes for a moment first (nginx's lingering close): a client still
+    # sending gets no reset that could destroy the answer before it reads it.
+    with site.raw(timeout=10) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5000000\r\n\r\n")
+        c.send(b"x" * 65536)
+        r = c.read_response("POST")
+        assert r.status == 413
+        assert r.get("Connection") == "close"
+        for _ in range(10):
+            time.sleep(0.05)
+            c.send(b"x" * 16384)  # a reset would fail these sends
+        assert closes_soon(c)

@@ -160,6 +160,10 @@ impl Interim {
     /// Seals a request: its queued hints are dropped, and so is any it
     /// sends later.
     fn seal(&self, sealed: &AtomicBool) {
+        if sealed.load(Ordering::Acquire) {
+            // Sealed before (it is, once more, when the handler lets go).
+            return;
+        }
         let mut state = self.lock(false);
         sealed.store(true, Ordering::Release);
         if !state.queued.is_empty() {

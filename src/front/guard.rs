@@ -122,6 +122,8 @@ pub struct GuardedIo<S> {
     refused: Option<(Reject, Phase)>,
     /// The loop saw the end of input because of a refused head.
     refusal_delivered: bool,
+    /// The loop closes with input unread (a body it did not take).
+    unread: bool,
     /// The client closed, or a timeout ended the input.
     input_ended: bool,
     accepted: Instant,
@@ -152,6 +154,7 @@ where
             framing: Framing::new(settings.limits),
             refused: None,
             refusal_delivered: false,
+            unread: false,
             input_ended: false,
             accepted: now,
             head_started: now,
@@ -192,7 +195,7 @@ where
     /// sent, for the access log.
     pub async fn finish(mut self) -> Option<(StatusCode, u64)> {
         let send_timeout = self.settings.send_timeout;
-        let mut linger = false;
+        let mut linger = self.unread && !self.input_ended;
         let mut answered = None;
         if let Some((reject, phase)) = self.refused {
             if phase != Phase::Body && self.refusal_delivered {
@@ -413,6 +416,13 @@ where
     pub fn refuse_head(&mut self, why: &'static str) {
         self.refused = Some((Reject::Malformed(why), Phase::Head));
         self.refusal_delivered = true;
+    }
+
+    /// The connection closes with part of the client's input unread: its
+    /// close lingers (as after a refusal), so that the client, still
+    /// sending, reads the answer rather than a reset.
+    pub fn close_unread(&mut self) {
+        self.unread = true;
     }
 
     /// Nothing of a next request has arrived.

@@ -274,7 +274,7 @@ impl Front {
         } else {
             let expected = upstream_body.length();
             let buffer = self.config.response_buffer;
-            match response::body_of_length(upstream_body, expected, streaming, buffer, label.to_string()).await {
+            match response::body_of_length(upstream_body, expected, streaming, buffer, label).await {
                 Ok(body) => body,
                 Err(err) => {
                     let status = err.status();

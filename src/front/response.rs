@@ -240,11 +240,11 @@ pub async fn body_of_length<S: BodySource>(
     expected: Option<u64>,
     streaming: bool,
     memory_limit: usize,
-    label: String,
+    label: &str,
 ) -> Result<ResponseBody, S::Error> {
     let small = expected.is_some_and(|len| len <= JOIN_BELOW as u64);
     if streaming || !small {
-        return body(source, streaming, memory_limit, label);
+        return body(source, streaming, memory_limit, label.to_string());
     }
     let mut pieces: Vec<Bytes> = Vec::new();
     loop {
@@ -255,7 +255,7 @@ pub async fn body_of_length<S: BodySource>(
             Piece::File { file, offset, len } => {
                 let mut spool = Spool::holding(pieces, memory_limit);
                 spool.queue.push_back(Segment::File { file: Arc::new(file), offset, len });
-                return Ok(spawn_pump(source, spool, streaming, label));
+                return Ok(spawn_pump(source, spool, streaming, label.to_string()));
             }
         }
     }

@@ -66,7 +66,8 @@ where
     let keep_alive = front.config.client.keepalive_timeout.is_some();
     let max_fields = front.config.client.request_fields;
     let shared: Shared<S> = Arc::new(Mutex::new(Io::new(guard)));
-    let mut conn = Conn { shared, out: BytesMut::new(), stopping: false, served: 0, stop: stop.clone() };
+    let mut conn =
+        Conn { shared, out: BytesMut::new(), queue: VecDeque::new(), stopping: false, served: 0, stop: stop.clone() };
     // One wait for the stop, for the connection's whole life.
     let mut stop = stop;
     let mut stopped = pin!(crate::front::conn::stopped(&mut stop));
@@ -107,6 +108,8 @@ struct Conn<S> {
     shared: Shared<S>,
     /// Where response heads are encoded (its memory is reused).
     out: BytesMut,
+    /// What a response's writer has still to write (kept for its memory).
+    queue: VecDeque<Bytes>,
     /// Tandem is stopping: no request after the one under way.
     stopping: bool,
     served: u64,
@@ -244,15 +247,16 @@ where
         };
         head::encode(&mut self.out, status, &parts.headers, length, persist);
         let head = self.out.split().freeze();
-        let complete = Writer::new(&self.shared).send(head, &mut body, length).await?;
+        let complete = Writer::new(&self.shared, &mut self.queue).send(head, &mut body, length).await?;
         drop(body);
-        if !complete {
-            return Ok(false);
+        if complete && !close && self.discard_rest().await {
+            return Ok(true);
         }
-        if close {
-            return Ok(false);
+        let mut io = body::lock(&self.shared);
+        if !io.body_done() {
+            io.guard.close_unread();
         }
-        Ok(self.discard_rest().await)
+        Ok(false)
     }
 
     /// Drops what is left of a request body the handler did not read;
@@ -267,7 +271,7 @@ where
 /// without waiting and writing them in as few calls as it can.
 struct Writer<'a, S> {
     shared: &'a Shared<S>,
-    queue: VecDeque<Bytes>,
+    queue: &'a mut VecDeque<Bytes>,
     queued: usize,
 }
 
@@ -275,8 +279,9 @@ impl<'a, S> Writer<'a, S>
 where
     S: AsyncRead + AsyncWrite + FileSink + Unpin,
 {
-    fn new(shared: &'a Shared<S>) -> Writer<'a, S> {
-        Writer { shared, queue: VecDeque::new(), queued: 0 }
+    fn new(shared: &'a Shared<S>, queue: &'a mut VecDeque<Bytes>) -> Writer<'a, S> {
+        queue.clear();
+        Writer { shared, queue, queued: 0 }
     }
 
     /// Sends `head`, then `body` framed by `length`. Ready with whether the
@@ -358,12 +363,12 @@ where
         poll_fn(|cx| {
             let mut io = body::lock(shared);
             if !io.guard.is_write_vectored() {
-                join_small(&mut self.queue);
+                join_small(self.queue);
             }
             while !self.queue.is_empty() {
                 let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
                 let n = self.queue.len().min(MAX_SLICES);
-                for (slice, data) in slices.iter_mut().zip(&self.queue) {
+                for (slice, data) in slices.iter_mut().zip(self.queue.iter()) {
                     *slice = io::IoSlice::new(data);
                 }
                 let written = match io.guard.poll_write_vectored(cx, &slices[..n]) {
@@ -421,4 +426,36 @@ fn says_close(headers: &HeaderMap) -> bool {
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_leading_pieces_are_joined_and_large_ones_kept() {
+        let big = Bytes::from(vec![b'x'; JOIN_BELOW]);
+        let mut queue: VecDeque<Bytes> =
+            [Bytes::from_static(b"head"), Bytes::from_static(b"1\r\n"), big.clone(), Bytes::from_static(b"tail")]
+                .into();
+        join_small(&mut queue);
+        assert_eq!(queue.len(), 3);
+        assert_eq!(queue[0], "head1\r\n");
+        assert_eq!(queue[1].as_ptr(), big.as_ptr(), "a large piece is never copied");
+        let mut one: VecDeque<Bytes> = [Bytes::from_static(b"only")].into();
+        join_small(&mut one);
+        assert_eq!(one, [Bytes::from_static(b"only")]);
+    }
+
+    #[test]
+    fn connection_close_is_read_among_other_tokens() {
+        let mut headers = HeaderMap::new();
+        assert!(!says_close(&headers));
+        headers.append(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        assert!(!says_close(&headers));
+        headers.append(header::CONNECTION, http::HeaderValue::from_static("te, Close"));
+        assert!(says_close(&headers));
+        assert!(!has_body(StatusCode::NOT_MODIFIED) && !has_body(StatusCode::CONTINUE));
+        assert!(has_body(StatusCode::OK));
+    }
 }
