@@ -180,3 +180,73 @@ def test_a_close_with_a_body_unread_lingers_rather_than_resets(site):
             time.sleep(0.05)
             c.send(b"x" * 16384)  # a reset would fail these sends
         assert closes_soon(c)
+
+
+@pytest.mark.parametrize("code", [100, 101, 103])
+def test_a_final_informational_status_from_the_app_is_a_500(site, code):
+    # A client would read it as interim and take the next response for this one's.
+    with site.raw() as c:
+        c.send(get(f"/status?code={code}".encode()) + get(b"/echo"))
+        r = c.read_response()
+        assert r.status == 500
+        assert c.read_response().json()["method"] == "GET"
+    assert site.wait_for_log(f"status {code} is not a final response")
+
+
+def test_connect_is_refused_and_the_connection_closed(site):
+    with site.raw() as c:
+        c.send(b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n" + get(b"/static/a.txt"))
+        r = c.read_response()
+        assert r.status == 405
+        assert r.get("Connection") == "close"
+        assert closes_soon(c)
+
+
+@pytest.mark.parametrize("values", ["+5", "5,6", "-1", " 5"])
+def test_an_app_content_length_that_is_not_one_number_is_a_500(site, values):
+    with site.raw() as c:
+        c.send(get(f"/length?v={values.replace(' ', '%20')}".encode()))
+        assert c.read_response().status == 500
+
+
+def test_repeated_equal_content_lengths_go_out_as_one(site):
+    with site.raw() as c:
+        c.send(get(b"/length?v=5,5"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"
+        assert r.get_all("Content-Length") == ["5"]
+
+
+def test_a_204_carries_no_content_length(site):
+    with site.raw() as c:
+        c.send(get(b"/length?v=5&status=204%20No%20Content") + get(b"/echo"))
+        r = c.read_response()
+        assert r.status == 204
+        assert r.get("Content-Length") is None
+        assert c.read_response().json()["method"] == "GET"
+
+
+def test_chunk_extensions_up_to_the_line_limit_are_read(site):
+    line = b"1;" + b"e" * 4094  # 4096 bytes before the CRLF: the limit
+    with site.raw() as c:
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + line
+            + b"\r\na\r\n0\r\n\r\n"
+        )
+        r = c.read_response("POST")
+        assert r.status == 200 and r.json()["body"] == "a"
+
+
+def test_a_pipelined_head_gets_its_own_header_timeout(tandem_factory):
+    # The next head begins in the same read as the end of a body that took
+    # longer than the header timeout: its timeout counts from then.
+    t = tandem_factory("wsgi_app:app", "--header-timeout", "1", workers=1)
+    with t.raw() as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12345")
+        time.sleep(1.3)
+        c.send(b"67890GET /echo HTTP/1.1\r\nHo")
+        time.sleep(0.2)
+        c.send(b"st: h\r\n\r\n")
+        assert c.read_response("POST").json()["body"] == "1234567890"
+        assert c.read_response().json()["method"] == "GET"

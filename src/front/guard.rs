@@ -347,6 +347,7 @@ where
                 self.idle_since = None;
             }
             let phase = self.framing.phase();
+            let messages = self.framing.messages();
             let before = dst.len();
             match SCRATCH.with_borrow_mut(|scratch| self.read_through_framing(cx, scratch, dst)) {
                 Poll::Ready(Ok(0)) => {
@@ -357,7 +358,11 @@ where
                     crate::metrics::METRICS.bytes_in(n);
                     let now = Instant::now();
                     self.last_input = now;
-                    if phase == Phase::Idle && self.framing.messages() > 0 {
+                    // A later request's head starts now: read from idle, or
+                    // begun in the same read as the end of the one before.
+                    let later = self.framing.messages() > 0;
+                    let begun = self.framing.phase() == Phase::Head && self.framing.messages() != messages;
+                    if later && (phase == Phase::Idle || begun) {
                         self.head_started = now;
                     }
                     if dst.len() > before {
@@ -428,11 +433,6 @@ where
     /// Nothing of a next request has arrived.
     pub fn is_idle(&self) -> bool {
         self.framing.phase() == Phase::Idle
-    }
-
-    /// Whether the socket is plain enough to write vectored (TLS is not).
-    pub fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

@@ -132,8 +132,14 @@ pub struct AppHead {
 /// name of the offending part if it can't be sent as it is.
 pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
     let status = StatusCode::from_u16(head.status).map_err(|_| format!("invalid status {}", head.status))?;
+    if status.is_informational() {
+        // A client would take it for an interim response and the next
+        // response for this one's.
+        return Err(format!("status {} is not a final response", status.as_u16()));
+    }
     let mut response = Response::builder().status(status);
     let mut streaming = false;
+    let mut length = None;
     let headers = response.headers_mut().expect("fresh builder has headers");
     for (name, value) in head.headers {
         let name = HeaderName::from_bytes(&name)
@@ -145,9 +151,25 @@ pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
         if is_dropped_header(&name) {
             continue;
         }
+        if name == http::header::CONTENT_LENGTH {
+            let len = digits(value.as_bytes()).ok_or_else(|| format!("invalid Content-Length {value:?}"))?;
+            match length.replace(len) {
+                Some(earlier) if earlier != len => return Err("two different Content-Lengths".into()),
+                Some(_) => continue,
+                None => {}
+            }
+        }
         headers.append(name, value);
     }
     Ok(AppHead { response, streaming })
+}
+
+/// A decimal number of 1 to 19 digits, without sign or spaces.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// One piece of a response body, from a worker or an upstream.

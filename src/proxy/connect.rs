@@ -143,6 +143,10 @@ impl Conn {
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                // As below: the server closed first; what it said is read next.
+                Err(err) if matches!(err.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                    return Ok(Sent::Cut);
+                }
                 Err(err) => return Err(err),
             }
         }

@@ -152,6 +152,8 @@ pub enum Step {
 #[derive(Debug)]
 pub struct Decoder {
     state: State,
+    /// Longest chunk-size line, and most trailer bytes.
+    limits: (usize, usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +180,14 @@ impl Decoder {
             Framing::Chunked => State::Size,
             Framing::UntilClose => State::UntilClose,
         };
-        Decoder { state }
+        Decoder { state, limits: (MAX_CHUNK_LINE, MAX_TRAILERS) }
+    }
+
+    /// A decoder without its own limits on chunk lines and trailers, for
+    /// bytes whose framing was checked before (a client's request body,
+    /// through `front::framing`).
+    pub fn unlimited(framing: Framing) -> Decoder {
+        Decoder { limits: (usize::MAX, usize::MAX), ..Decoder::new(framing) }
     }
 
     /// Whether the body is over (at once, for an empty one).
@@ -225,14 +234,14 @@ impl Decoder {
                     Some(_) => return Err(invalid("no CRLF after a chunk")),
                 },
                 State::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "chunk-size line")? else {
+                    let Some(line) = take_line(buf, self.limits.0, "chunk-size line")? else {
                         return Ok(Step::More);
                     };
                     let size = chunk_size(&line)?;
                     self.state = if size == 0 { State::Trailers(0) } else { State::Data(size) };
                 }
                 State::Trailers(seen) => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS.saturating_sub(seen), "trailer fields")? else {
+                    let Some(line) = take_line(buf, self.limits.1.saturating_sub(seen), "trailer fields")? else {
                         return Ok(Step::More);
                     };
                     self.state = if line.is_empty() { State::Done } else { State::Trailers(seen + line.len() + 2) };

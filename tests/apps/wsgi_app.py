@@ -280,6 +280,15 @@ def status_route(environ, start_response):
     return _send(start_response, f"{code} Chosen By The App", b"status\n")
 
 
+def length_route(environ, start_response):
+    # Content-Length fields exactly as given: ?v=5,5 sends two of them.
+    values = _query(environ).get("v", "5").split(",")
+    status = _query(environ).get("status", "200 OK")
+    lengths = [("Content-Length", v) for v in values]
+    start_response(status, [("Content-Type", "text/plain"), *lengths])
+    return [b"hello"]
+
+
 def no_cl(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"abc", b"", b"def"]
@@ -452,6 +461,7 @@ ROUTES = {
     "/cl-more": cl_more,
     "/no-cl": no_cl,
     "/status": status_route,
+    "/length": length_route,
     "/no-cl-slow": no_cl_slow,
     "/204": no_content,
     "/304": not_modified,

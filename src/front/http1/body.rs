@@ -56,7 +56,9 @@ where
 
     /// A new request's body begins.
     pub fn start_body(&mut self, framing: Framing, expect_continue: bool) {
-        self.body = Decoder::new(framing);
+        // `framing` has checked the chunk lines and trailers against the
+        // client limits already.
+        self.body = Decoder::unlimited(framing);
         self.continue_left = if expect_continue && !self.body.is_done() { CONTINUE.len() } else { 0 };
     }
 
@@ -67,6 +69,11 @@ where
     /// The client still waits for `100 Continue`: its body is not coming.
     pub fn body_withheld(&self) -> bool {
         self.continue_left == CONTINUE.len()
+    }
+
+    /// Part of `100 Continue` has been written, not all of it.
+    pub fn continue_under_way(&self) -> bool {
+        self.continue_left > 0 && self.continue_left < CONTINUE.len()
     }
 
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
@@ -84,7 +91,10 @@ where
                 Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(data))),
                 Ok(Step::End) => return Poll::Ready(None),
                 Ok(Step::More) => {}
-                Err(e) => return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)))),
+                Err(e) => {
+                    let why = format!("malformed request body: {e}");
+                    return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, why))));
+                }
             }
             match ready!(self.guard.poll_read_into(cx, &mut self.buf)) {
                 Ok(0) => {

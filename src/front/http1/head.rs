@@ -111,14 +111,13 @@ fn build<'b>(bytes: &'b Bytes, fields: &mut [httparse::Header<'b>]) -> Result<He
 /// How a response's body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Length {
-    /// No body: a response to HEAD, or a status that has none. The
-    /// handler's length field, if any, goes out as it is.
+    /// No body: a response to HEAD, or a 304. The handler's length field,
+    /// if any, describes what a GET would get and goes out as it is.
     None,
-    /// `Content-Length`, written here unless the handler's fields carry it.
-    Known {
-        len: u64,
-        written: bool,
-    },
+    /// No body and no length field: a 204.
+    Nothing,
+    /// `Content-Length`, one field written here (the handler's are left out).
+    Known(u64),
     Chunked,
     /// Until the connection closes (an HTTP/1.0 client, length unknown).
     UntilClose,
@@ -149,7 +148,7 @@ pub fn encode(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap, lengt
         if name == CONNECTION || name == TRANSFER_ENCODING || name.as_str() == "keep-alive" {
             continue;
         }
-        if name == CONTENT_LENGTH && !matches!(length, Length::None | Length::Known { written: true, .. }) {
+        if name == CONTENT_LENGTH && length != Length::None {
             continue;
         }
         dated |= name == http::header::DATE;
@@ -159,7 +158,7 @@ pub fn encode(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap, lengt
         out.put_slice(b"\r\n");
     }
     match length {
-        Length::Known { len, written: false } => {
+        Length::Known(len) => {
             out.put_slice(b"content-length: ");
             out.put_slice(itoa(len, &mut [0; 20]));
             out.put_slice(b"\r\n");
@@ -282,7 +281,7 @@ mod tests {
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
         headers.insert("connection", HeaderValue::from_static("close"));
         headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        let text = encoded(StatusCode::OK, &headers, Length::Known { len: 1234, written: false }, Persist::KeepAlive);
+        let text = encoded(StatusCode::OK, &headers, Length::Known(1234), Persist::KeepAlive);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"), "{text}");
         assert!(text.contains("\r\ncontent-length: 1234\r\nconnection: keep-alive\r\ndate: "), "{text}");
         assert!(!text.contains("chunked") && !text.contains("close"), "{text}");
@@ -295,8 +294,11 @@ mod tests {
         headers.insert("content-length", HeaderValue::from_static("10"));
         let text = encoded(StatusCode::OK, &headers, Length::None, Persist::Default);
         assert_eq!(text.matches("content-length: 10").count(), 1, "{text}");
-        let text = encoded(StatusCode::OK, &headers, Length::Known { len: 10, written: true }, Persist::Default);
+        headers.append("content-length", HeaderValue::from_static("10"));
+        let text = encoded(StatusCode::OK, &headers, Length::Known(10), Persist::Default);
         assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        let text = encoded(StatusCode::NO_CONTENT, &headers, Length::Nothing, Persist::Default);
+        assert!(!text.contains("content-length"), "{text}");
         let text = encoded(StatusCode::from_u16(299).unwrap(), &headers, Length::UntilClose, Persist::Close);
         assert!(text.starts_with("HTTP/1.1 299 \r\n") && !text.contains("content-length"), "{text}");
     }

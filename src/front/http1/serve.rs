@@ -31,17 +31,16 @@ use super::body::{self, Incoming, Io, Shared, DISCARD_MAX};
 use super::head::{self, Length, Persist};
 use crate::front::early_hints::{EarlyHints, Interim, RequestInterim};
 use crate::front::guard::GuardedIo;
-use crate::front::handler::{Front, Lent, Peer};
+use crate::front::handler::{error_response, Front, Lent, Peer};
 use crate::front::response::ResponseBody;
 use crate::front::sendfile::{FileSends, FileSink};
+use crate::metrics::METRICS;
 use crate::proxy::exchange::Framing;
 
 /// Body bytes gathered before they are written, when more are ready.
 const GATHER: usize = 256 * 1024;
 /// Pieces written in one vectored write.
 const MAX_SLICES: usize = 64;
-/// Pieces smaller than this are joined when the socket can't write vectored.
-const JOIN_BELOW: usize = 64 * 1024;
 
 /// What a connection's requests are lent besides the socket.
 pub struct Lends {
@@ -78,6 +77,16 @@ where
         conn.served += 1;
         let head_only = head.parts.method == Method::HEAD;
         let version = head.parts.version;
+        if head.parts.method == Method::CONNECT {
+            // What follows a 2xx to CONNECT is a tunnel, not requests.
+            tracing::info!("refused request: 405, CONNECT is not supported");
+            METRICS.refused(405);
+            let refusal = error_response(StatusCode::METHOD_NOT_ALLOWED);
+            if let Err(e) = conn.respond(refusal, false, version, true).await {
+                tracing::debug!("connection error: {e}");
+            }
+            break;
+        }
         let has_body = head.body != Framing::Empty;
         body::lock(&conn.shared).start_body(head.body, head.expect_continue);
         let request = http::Request::from_parts(head.parts, Incoming::new(has_body.then(|| Arc::clone(&conn.shared))));
@@ -193,8 +202,12 @@ where
                 return Poll::Ready(Ok(response));
             }
             if interim.pending() {
-                if let Poll::Ready(Err(e)) = body::lock(shared).guard.poll_hints(cx) {
-                    return Poll::Ready(Err(e));
+                let mut io = body::lock(shared);
+                // Never inside a `100 Continue` half written.
+                if !io.continue_under_way() {
+                    if let Poll::Ready(Err(e)) = io.guard.poll_hints(cx) {
+                        return Poll::Ready(Err(e));
+                    }
                 }
             }
             Poll::Pending
@@ -222,12 +235,12 @@ where
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
         let mut close = wants_close || self.stopping || says_close(&parts.headers);
-        let length = if head_only || !has_body(status) {
+        let length = if status == StatusCode::NO_CONTENT || status.is_informational() {
+            Length::Nothing
+        } else if head_only || status == StatusCode::NOT_MODIFIED {
             Length::None
-        } else if let Some(len) = declared_length(&parts.headers) {
-            Length::Known { len, written: true }
-        } else if let Some(len) = body.size_hint().exact() {
-            Length::Known { len, written: false }
+        } else if let Some(len) = declared_length(&parts.headers).or(body.size_hint().exact()) {
+            Length::Known(len)
         } else if version == Version::HTTP_11 {
             Length::Chunked
         } else {
@@ -289,12 +302,12 @@ where
     /// only close).
     async fn send(mut self, head: Bytes, body: &mut ResponseBody, length: Length) -> io::Result<bool> {
         self.push(head);
-        if length == Length::None {
+        if matches!(length, Length::None | Length::Nothing) {
             self.flush().await?;
             return Ok(true);
         }
         let mut left = match length {
-            Length::Known { len, .. } => Some(len),
+            Length::Known(len) => Some(len),
             _ => None,
         };
         loop {
@@ -362,9 +375,6 @@ where
         let shared = self.shared;
         poll_fn(|cx| {
             let mut io = body::lock(shared);
-            if !io.guard.is_write_vectored() {
-                join_small(self.queue);
-            }
             while !self.queue.is_empty() {
                 let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
                 let n = self.queue.len().min(MAX_SLICES);
@@ -398,25 +408,6 @@ where
     }
 }
 
-/// Joins the queue's leading small pieces into one, for a socket that
-/// writes one piece per call (TLS): one record rather than several.
-fn join_small(queue: &mut VecDeque<Bytes>) {
-    let small = queue.iter().take_while(|d| d.len() < JOIN_BELOW).count();
-    if small < 2 {
-        return;
-    }
-    let mut joined = BytesMut::with_capacity(queue.iter().take(small).map(Bytes::len).sum());
-    for data in queue.drain(..small) {
-        joined.extend_from_slice(&data);
-    }
-    queue.push_front(joined.freeze());
-}
-
-/// Whether a response with `status` has a body (RFC 9112, 6.3).
-fn has_body(status: StatusCode) -> bool {
-    !(status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
-}
-
 fn says_close(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONNECTION)
@@ -424,28 +415,19 @@ fn says_close(headers: &HeaderMap) -> bool {
         .any(|v| v.as_bytes().split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close")))
 }
 
+/// The handler's `Content-Length`, if it is one plain number (the app's
+/// and the upstream's were checked on the way; static files write their own).
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    let value = headers.get(header::CONTENT_LENGTH)?.as_bytes();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn small_leading_pieces_are_joined_and_large_ones_kept() {
-        let big = Bytes::from(vec![b'x'; JOIN_BELOW]);
-        let mut queue: VecDeque<Bytes> =
-            [Bytes::from_static(b"head"), Bytes::from_static(b"1\r\n"), big.clone(), Bytes::from_static(b"tail")]
-                .into();
-        join_small(&mut queue);
-        assert_eq!(queue.len(), 3);
-        assert_eq!(queue[0], "head1\r\n");
-        assert_eq!(queue[1].as_ptr(), big.as_ptr(), "a large piece is never copied");
-        let mut one: VecDeque<Bytes> = [Bytes::from_static(b"only")].into();
-        join_small(&mut one);
-        assert_eq!(one, [Bytes::from_static(b"only")]);
-    }
 
     #[test]
     fn connection_close_is_read_among_other_tokens() {
@@ -455,7 +437,5 @@ mod tests {
         assert!(!says_close(&headers));
         headers.append(header::CONNECTION, http::HeaderValue::from_static("te, Close"));
         assert!(says_close(&headers));
-        assert!(!has_body(StatusCode::NOT_MODIFIED) && !has_body(StatusCode::CONTINUE));
-        assert!(has_body(StatusCode::OK));
     }
 }
