@@ -98,8 +98,9 @@ impl Upstream {
         let any_healthy = (0..self.nodes.len()).filter(open).any(in_service);
         let candidate = |i: &usize| open(i) && (!any_healthy || in_service(*i));
         let count = (0..self.nodes.len()).filter(candidate).count();
-        if count == 0 {
-            return None;
+        if count <= 1 {
+            // Nothing to balance (a single server, or one left to try).
+            return (0..self.nodes.len()).find(candidate);
         }
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let n = self.nodes.len();
@@ -142,7 +143,9 @@ impl Upstream {
     /// Node `i` answered: it is whole again.
     pub fn succeeded(&self, i: usize) {
         let node = &self.nodes[i];
-        if node.fails.swap(0, Ordering::Relaxed) > 0 {
+        // Read first: a write on every request would bounce the node's
+        // cache line between the front's threads.
+        if node.fails.load(Ordering::Relaxed) > 0 && node.fails.swap(0, Ordering::Relaxed) > 0 {
             let was_ejected = node.ejected_until.swap(0, Ordering::Relaxed) != 0;
             if was_ejected {
                 tracing::info!("upstream {} server {}: back in service", self.spec.name, node.addr);
