@@ -250,3 +250,12 @@ def test_a_pipelined_head_gets_its_own_header_timeout(tandem_factory):
         c.send(b"st: h\r\n\r\n")
         assert c.read_response("POST").json()["body"] == "1234567890"
         assert c.read_response().json()["method"] == "GET"
+
+
+def test_an_absolute_form_target_names_the_host_the_app_sees(site):
+    with site.raw() as c:
+        c.send(b"GET http://app.example:8080/echo?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        seen = c.read_response().json()
+    assert seen["headers"]["HTTP_HOST"] == "app.example:8080"
+    assert (seen["server_name"], seen["server_port"]) == ("app.example", "8080")
+    assert (seen["path"], seen["query"]) == ("/echo", "x=1")

@@ -98,6 +98,13 @@ fn build<'b>(bytes: &'b Bytes, fields: &mut [httparse::Header<'b>]) -> Result<He
         }
         headers.append(name, value);
     }
+    if let Some(authority) = uri.authority().filter(|_| method != Method::CONNECT) {
+        // RFC 9112 3.2.2: an absolute-form target's authority is the host,
+        // whatever the Host field says (as nginx takes it).
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(http::header::HOST, host);
+        }
+    }
     let keep_alive = !close && (version == Version::HTTP_11 || keep);
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
@@ -260,6 +267,14 @@ mod tests {
         let h = parse(&mut BytesMut::from(text.as_str()), 200).unwrap().unwrap();
         assert_eq!(h.parts.headers.len(), 151);
         assert!(parse(&mut BytesMut::from(text.as_str()), 100).is_err());
+    }
+
+    #[test]
+    fn an_absolute_target_names_the_host() {
+        let h = head("GET http://Example.com:8080/a?b HTTP/1.1\r\nHost: other\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.parts.headers["host"], "Example.com:8080");
+        assert_eq!(h.parts.headers.get_all("host").iter().count(), 1);
+        assert_eq!(h.parts.uri.path(), "/a");
     }
 
     #[test]
