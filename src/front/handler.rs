@@ -68,6 +68,9 @@ pub struct Front {
     /// (idle ones close at once), so that a request read just as the stop
     /// began is still answered.
     connections: AtomicUsize,
+    /// Accept loops still running: a graceful stop waits for them to see
+    /// it, or one could accept a connection after the stop found none open.
+    accepting: AtomicUsize,
 }
 
 /// Counts a client connection in [`Front::connections`] until dropped.
@@ -76,6 +79,15 @@ pub struct Connection(Arc<Front>);
 impl Drop for Connection {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts an accept loop in [`Front::accepting`] until dropped.
+pub struct AcceptLoop(Arc<Front>);
+
+impl Drop for AcceptLoop {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -107,6 +119,7 @@ impl Front {
             config,
             pool,
             connections: AtomicUsize::new(0),
+            accepting: AtomicUsize::new(0),
         }
     }
 
@@ -119,6 +132,17 @@ impl Front {
     /// Client connections open.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts an accept loop in [`Front::accepting`] until dropped.
+    pub fn accept_loop(self: &Arc<Self>) -> AcceptLoop {
+        self.accepting.fetch_add(1, Ordering::Relaxed);
+        AcceptLoop(Arc::clone(self))
+    }
+
+    /// Whether an accept loop may still take a connection.
+    pub fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed) > 0
     }
 
     /// Reopens the log files (on `USR1`, after log rotation).

@@ -115,7 +115,13 @@ pub fn serve(listeners: Vec<Listener>, front: Arc<Front>, stop: watch::Receiver<
     let slots = Arc::new(Semaphore::new(max));
     for listener in listeners {
         let (front, loops) = (Arc::clone(&front), Arc::clone(&loops));
-        tokio::spawn(accept_loop(listener, front, loops, Arc::clone(&slots), stop.clone()));
+        // Counted before it runs: a stop waits until it has seen the stop.
+        let running = front.accept_loop();
+        let accepting = accept_loop(listener, front, loops, Arc::clone(&slots), stop.clone());
+        tokio::spawn(async move {
+            accepting.await;
+            drop(running);
+        });
     }
     Ok(())
 }

@@ -127,7 +127,7 @@ pub async fn run(config: Arc<Config>) -> anyhow::Result<i32> {
         // Until every connection has finished its last response (idle ones
         // close at once), or no worker is left to finish the app's requests
         // (a TERM sent to the whole process group stops them too).
-        while sup.pool.in_flight() > 0 || front.connections() > 0 {
+        while sup.pool.in_flight() > 0 || front.connections() > 0 || front.accepting() {
             if sup.pool.in_flight() > 0 && sup.config.has_app() && sup.workers.is_empty() {
                 tracing::warn!("{} requests still in flight, and no worker left to finish them", sup.pool.in_flight());
                 break;
