@@ -152,7 +152,7 @@ pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
             continue;
         }
         if name == http::header::CONTENT_LENGTH {
-            let len = digits(value.as_bytes()).ok_or_else(|| format!("invalid Content-Length {value:?}"))?;
+            let len = content_length(value.as_bytes()).ok_or_else(|| format!("invalid Content-Length {value:?}"))?;
             match length.replace(len) {
                 Some(earlier) if earlier != len => return Err("two different Content-Lengths".into()),
                 Some(_) => continue,
@@ -164,8 +164,9 @@ pub fn convert_head(head: ResponseHead) -> Result<AppHead, String> {
     Ok(AppHead { response, streaming })
 }
 
-/// A decimal number of 1 to 19 digits, without sign or spaces.
-fn digits(value: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: a decimal number of 1 to 19 digits, without
+/// sign or spaces.
+pub fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -20,13 +20,7 @@ pub fn start(addr: &SocketAddr) -> io::Result<(OwnedFd, bool)> {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
-    // SAFETY: plain socket(2) call; the result is checked.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socket(2) returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = stream_socket(family)?;
     let (storage, len) = socket_address(addr);
     // SAFETY: `storage` holds an address of `len` bytes for the call.
     let rc = unsafe { libc::connect(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) };
@@ -61,13 +55,7 @@ pub fn start_unix(path: &Path) -> io::Result<(OwnedFd, bool)> {
     for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
         *to = *from as libc::c_char;
     }
-    // SAFETY: plain socket(2) call; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socket(2) returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = stream_socket(libc::AF_UNIX)?;
     let len = mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
     // SAFETY: `addr` holds a unix address of `len` bytes for the call.
     let rc =
@@ -80,6 +68,17 @@ pub fn start_unix(path: &Path) -> io::Result<(OwnedFd, bool)> {
         return Ok((fd, false));
     }
     Err(err)
+}
+
+/// A new non-blocking, close-on-exec stream socket of `family`.
+fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The error pending on a socket (`SO_ERROR`), if any.

@@ -418,11 +418,7 @@ fn says_close(headers: &HeaderMap) -> bool {
 /// The handler's `Content-Length`, if it is one plain number (the app's
 /// and the upstream's were checked on the way; static files write their own).
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_LENGTH)?.as_bytes();
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    crate::front::response::content_length(headers.get(header::CONTENT_LENGTH)?.as_bytes())
 }
 
 #[cfg(test)]
