@@ -37,6 +37,8 @@ pub struct Router {
     /// Longest prefix first, so the first match is the longest.
     routes: Vec<RouteSpec>,
     has_app: bool,
+    /// Some route is for one host only.
+    by_host: bool,
 }
 
 impl Router {
@@ -52,7 +54,14 @@ impl Router {
 
     pub fn from_routes(mut routes: Vec<RouteSpec>, has_app: bool) -> Router {
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Router { routes, has_app }
+        let by_host = routes.iter().any(|r| r.host.is_some());
+        Router { routes, has_app, by_host }
+    }
+
+    /// Whether a request's host can change its route: when no route names
+    /// one, [`Router::route`] needs no host.
+    pub fn by_host(&self) -> bool {
+        self.by_host
     }
 
     /// The route for a client's request: `host` is the `Host` header's name

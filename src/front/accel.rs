@@ -43,12 +43,13 @@ pub fn target(headers: &HeaderMap) -> Option<Redirect> {
     if headers.is_empty() {
         return None;
     }
-    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    if let Some(location) = value("x-accel-redirect") {
+    let value =
+        |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(location) = value(HeaderName::from_static("x-accel-redirect")) {
         let path = location.split('?').next().unwrap_or(location);
         return Some(Redirect::Location(path.to_string()));
     }
-    value("x-sendfile").map(|file| Redirect::File(file.to_string()))
+    value(HeaderName::from_static("x-sendfile")).map(|file| Redirect::File(file.to_string()))
 }
 
 /// Serves the file `redirect` names, for the client request `parts`;

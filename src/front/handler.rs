@@ -196,8 +196,14 @@ impl Front {
         outcome: &mut Outcome,
     ) -> Response<ResponseBody> {
         let route = &mut outcome.route;
-        let label = format!("{} {}", parts.method, parts.uri.path());
-        let host = parts.headers.get(header::HOST).and_then(|h| split_host(h.as_bytes())).map(|(name, _)| name);
+        // "GET /path", for log lines (built by hand: `format!` costs more).
+        let (method, path) = (parts.method.as_str(), parts.uri.path());
+        let mut label = String::with_capacity(method.len() + 1 + path.len());
+        label.push_str(method);
+        label.push(' ');
+        label.push_str(path);
+        let host = self.router.by_host().then(|| parts.headers.get(header::HOST)).flatten();
+        let host = host.and_then(|h| split_host(h.as_bytes())).map(|(name, _)| name);
         let host = host.as_deref().and_then(|h| std::str::from_utf8(h).ok());
 
         let upstream = match self.router.route(host, parts.uri.path()) {
@@ -287,8 +293,8 @@ impl Front {
         if let Some(redirect) = self.router.has_internal().then(|| accel::target(&head.headers)).flatten() {
             return Box::pin(accel::serve(self, redirect, parts, &head.headers, label)).await;
         }
-        let streaming = head.headers.get("x-accel-buffering").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
-        head.headers.remove("x-accel-buffering");
+        let streaming =
+            head.headers.remove(response::X_ACCEL_BUFFERING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no"));
         proxy::strip_response_headers(&mut head.headers);
         let mut upstream_body = answer.body;
         let body = if parts.method == Method::HEAD || upstream_body.is_end_stream() {

@@ -37,7 +37,7 @@ mod sendfile;
 mod tls;
 
 pub use access_log::{AccessLog, Format as AccessLogFormat, Target as AccessLogTarget};
-pub use forwarded::TrustedProxies;
+pub use forwarded::{TrustedProxies, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 pub use tls::{Tls, TlsError};
 
 pub use early_hints::EarlyHints;

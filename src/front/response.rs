@@ -122,6 +122,9 @@ fn is_dropped_header(name: &HeaderName) -> bool {
     )
 }
 
+/// `X-Accel-Buffering: no` streams a response instead of buffering it.
+pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// A response head from the app, checked again on this side of the wire.
 pub struct AppHead {
     pub response: http::response::Builder,

@@ -9,6 +9,7 @@
 //! (the client gets a 502), not something to guess about.
 
 use std::io;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -47,15 +48,19 @@ fn invalid(why: impl Into<String>) -> ExchangeError {
 /// is taken out of `buf` (what follows stays) and returned; `None` means
 /// more bytes are needed.
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, ExchangeError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(ExchangeError::HeadTooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(invalid(format!("more than {MAX_HEADERS} header fields"))),
-        Err(err) => return Err(invalid(format!("head: {err}"))),
-    };
+    // Left uninitialised: the parser writes the ones it uses.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(ExchangeError::HeadTooLarge),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(invalid(format!("more than {MAX_HEADERS} header fields")))
+            }
+            Err(err) => return Err(invalid(format!("head: {err}"))),
+        };
     if len > MAX_HEAD {
         return Err(ExchangeError::HeadTooLarge);
     }

@@ -5,8 +5,9 @@
 //! incoming ones only when the peer is a trusted proxy (`front::forwarded`
 //! decides who is). Pure: no I/O.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 
+use crate::front::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::wire::Scheme;
 
 /// What the proxy knows about the client connection.
@@ -18,16 +19,24 @@ pub struct ClientSide<'a> {
     pub scheme: Scheme,
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether `name` is hop-by-hop in every message.
+fn always_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+    ]
+    .iter()
+    .any(|h| h == name)
+}
 
 /// The tokens of the `Connection` headers of `headers`: the names of the
 /// other headers that are hop-by-hop in this message.
@@ -38,7 +47,7 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<&str> {
 
 /// Whether `name` is hop-by-hop: always so, or named in `connection`.
 fn is_hop_by_hop(connection: &[&str], name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || connection.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+    always_hop_by_hop(name) || connection.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
 }
 
 /// A request to go upstream.
@@ -70,28 +79,26 @@ pub fn write_request(out: &mut Vec<u8>, request: &RequestHead, client: &ClientSi
     out.extend_from_slice(request.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = connection_tokens(incoming);
-    let forwarded = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+    let forwarded = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
+    // What a trusted peer sent in each of them, to be extended.
+    let mut chains: [Vec<&[u8]>; 3] = Default::default();
     let mut host = None;
     for (name, value) in incoming {
         if name == header::HOST {
             // Never hop-by-hop, even if `Connection` names it (as nginx).
             host.get_or_insert(value.as_bytes());
+        } else if let Some(i) = forwarded.iter().position(|f| f == name) {
+            if client.trusted {
+                chains[i].push(value.as_bytes());
+            }
+            continue;
+        } else if name == header::CONTENT_LENGTH || name == header::EXPECT || is_hop_by_hop(&connection, name) {
+            continue;
         }
-        let skip = (is_hop_by_hop(&connection, name) && name != header::HOST)
-            || name == header::CONTENT_LENGTH
-            || name == header::EXPECT
-            || forwarded.contains(&name.as_str());
-        if !skip {
-            line(out, name.as_str().as_bytes(), value.as_bytes());
-        }
+        line(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    // The values a trusted peer sent, joined, to be extended.
-    let joined = |name: &str| {
-        let mut values = incoming.get_all(name).iter().map(HeaderValue::as_bytes).peekable();
-        values.peek()?;
-        client.trusted.then(|| values.collect::<Vec<_>>().join(&b", "[..]))
-    };
-    let xff = match (joined("x-forwarded-for"), client.addr) {
+    let [xff, proto, forwarded_host] = chains.map(|values| (!values.is_empty()).then(|| values.join(&b", "[..])));
+    let xff = match (xff, client.addr) {
         (Some(mut chain), addr) if !addr.is_empty() => {
             chain.extend_from_slice(b", ");
             chain.extend_from_slice(addr.as_bytes());
@@ -104,12 +111,12 @@ pub fn write_request(out: &mut Vec<u8>, request: &RequestHead, client: &ClientSi
     if let Some(value) = xff {
         line(out, b"x-forwarded-for", &value);
     }
-    let proto: &[u8] = match client.scheme {
+    let scheme: &[u8] = match client.scheme {
         Scheme::Http => b"http",
         Scheme::Https => b"https",
     };
-    line(out, b"x-forwarded-proto", joined("x-forwarded-proto").as_deref().unwrap_or(proto));
-    if let Some(value) = joined("x-forwarded-host").as_deref().or(host) {
+    line(out, b"x-forwarded-proto", proto.as_deref().unwrap_or(scheme));
+    if let Some(value) = forwarded_host.as_deref().or(host) {
         line(out, b"x-forwarded-host", value);
     }
     if host.is_none() {
@@ -135,6 +142,9 @@ pub fn closes(version: http::Version, headers: &HeaderMap) -> bool {
 /// Removes the hop-by-hop headers of an upstream's response.
 pub fn response(headers: &mut HeaderMap) {
     let connection = connection_tokens(headers);
+    if connection.is_empty() && !headers.keys().any(always_hop_by_hop) {
+        return;
+    }
     let names: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(&connection, n)).cloned().collect();
     for name in names {
         headers.remove(name);
@@ -144,6 +154,7 @@ pub fn response(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -10,6 +10,7 @@
 //! connection fields it carries is the caller's decision ([`Length`]).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -18,9 +19,10 @@ use http::{Method, StatusCode, Uri, Version};
 
 use crate::proxy::exchange::Framing;
 
-/// Header fields parsed on the stack; a head with more (up to the
-/// configured limit, which `framing` enforces) takes a heap array.
-const STACK_FIELDS: usize = 64;
+/// Header fields parsed on the stack (the default limit is 100); a head
+/// with more (up to the configured limit, which `framing` enforces) takes
+/// a heap array.
+const STACK_FIELDS: usize = 128;
 
 /// A request head, ready for the handler.
 pub struct Head {
@@ -47,22 +49,24 @@ impl Invalid {
 /// Takes the head at the start of `buf` out of it; `None` while it is not
 /// all there.
 pub fn parse(buf: &mut BytesMut, max_fields: usize) -> Result<Option<Head>, Invalid> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
         return Ok(None);
     };
     let bytes = buf.split_to(end + 4).freeze();
+    // Left uninitialised: the parser writes the ones it uses.
     if max_fields <= STACK_FIELDS {
-        let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
         build(&bytes, &mut fields).map(Some)
     } else {
-        let mut fields = vec![httparse::EMPTY_HEADER; max_fields + 1];
+        let mut fields = Vec::new();
+        fields.resize_with(max_fields + 1, MaybeUninit::uninit);
         build(&bytes, &mut fields).map(Some)
     }
 }
 
-fn build<'b>(bytes: &'b Bytes, fields: &mut [httparse::Header<'b>]) -> Result<Head, Invalid> {
-    let mut request = httparse::Request::new(fields);
-    match request.parse(bytes) {
+fn build<'b>(bytes: &'b Bytes, fields: &mut [MaybeUninit<httparse::Header<'b>>]) -> Result<Head, Invalid> {
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(bytes, fields) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Invalid("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(Invalid("too many header fields")),
