@@ -207,7 +207,7 @@ impl Framing {
 
     /// Takes head bytes up to the end of the head; returns how many it used.
     fn head_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, Reject> {
-        let Some(lf) = input.iter().position(|&b| b == b'\n') else {
+        let Some(lf) = memchr::memchr(b'\n', input) else {
             self.line.extend_from_slice(input);
             self.check_partial_line()?;
             return Ok(input.len());
@@ -355,7 +355,7 @@ impl Framing {
 
     /// Takes trailer bytes, a whole line at a time; returns how many it used.
     fn trailer_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> Result<usize, Reject> {
-        let Some(lf) = input.iter().position(|&b| b == b'\n') else {
+        let Some(lf) = memchr::memchr(b'\n', input) else {
             self.line.extend_from_slice(input);
             if self.line.len() > self.limits.field_size + 1 {
                 return Err(Reject::FieldTooLarge(self.limits.field_size));
@@ -390,7 +390,7 @@ fn line_content(line: &[u8]) -> Result<&[u8], Reject> {
         [rest @ .., b'\r', b'\n'] => rest,
         _ => return Err(Reject::Malformed("line not ended by CRLF")),
     };
-    if content.contains(&b'\r') {
+    if memchr::memchr(b'\r', content).is_some() {
         return Err(Reject::Malformed("bare CR"));
     }
     Ok(content)
@@ -425,7 +425,7 @@ fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), Reject> {
     if matches!(line.first(), Some(b' ' | b'\t')) {
         return Err(Reject::Malformed("obsolete line folding"));
     }
-    let colon = line.iter().position(|&b| b == b':').ok_or(Reject::Malformed("header field without a colon"))?;
+    let colon = memchr::memchr(b':', line).ok_or(Reject::Malformed("header field without a colon"))?;
     let (name, value) = (&line[..colon], &line[colon + 1..]);
     if name.is_empty() {
         return Err(Reject::Malformed("empty header name"));
@@ -433,7 +433,8 @@ fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), Reject> {
     if !name.iter().all(|&b| is_tchar(b)) {
         return Err(Reject::Malformed("invalid byte in header name (or whitespace before the colon)"));
     }
-    if !value.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80) {
+    // Folded without stopping early, so that it compiles to vector code.
+    if !value.iter().fold(true, |ok, &b| ok & (b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80)) {
         return Err(Reject::Malformed("invalid byte in header value"));
     }
     Ok((name, value.trim_ascii()))
@@ -477,8 +478,21 @@ fn hex(b: u8) -> Option<u64> {
 
 /// RFC 9110 token characters.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// RFC 9110 §5.6.2's `tchar`, as a table.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^'..=b'`' | b'|' | b'~');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 #[path = "framing_tests.rs"]

@@ -184,3 +184,11 @@ fn bad_chunked_framing_is_refused_in_the_body() {
     assert_eq!(chunked(b"FFFFFFFF\r\nhello"), Reject::BodyTooLarge(100));
     assert_eq!(chunked(&[b"40\r\n".as_slice(), &[b'a'; 64], b"\r\n40\r\n"].concat()), Reject::BodyTooLarge(100));
 }
+
+#[test]
+fn the_tchar_table_is_rfc_9110s_set() {
+    for b in 0..=255u8 {
+        let listed = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        assert_eq!(is_tchar(b), listed, "byte {b:#04x}");
+    }
+}

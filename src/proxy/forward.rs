@@ -77,7 +77,6 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
     let mut tried = Vec::new();
     let mut last: Option<ProxyError> = None;
     while let Some(i) = upstream.pick(&tried) {
-        tried.push(i);
         let in_flight = upstream.start(i);
         match try_server(upstream, i, &out).await {
             Ok((head, sent, conn)) => {
@@ -108,6 +107,9 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                 return Ok(Answer { head, body });
             }
             Err((err, sent)) => {
+                // Noted only on failure: a request that goes through at
+                // once allocates no list.
+                tried.push(i);
                 drop(in_flight);
                 upstream.failed(i);
                 let retry = !sent || (retry_after_send && err.before_response());

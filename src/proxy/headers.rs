@@ -38,11 +38,14 @@ fn always_hop_by_hop(name: &HeaderName) -> bool {
     .any(|h| h == name)
 }
 
-/// The tokens of the `Connection` headers of `headers`: the names of the
-/// other headers that are hop-by-hop in this message.
+/// The tokens of the `Connection` fields of `headers` that name other
+/// fields, hop-by-hop in this message. `close` and `keep-alive`, nearly
+/// always the only ones, name none (`Keep-Alive` is hop-by-hop anyway), so
+/// the usual message gets an empty list, which costs no allocation.
 fn connection_tokens(headers: &HeaderMap) -> Vec<&str> {
     let values = headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok());
-    values.flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect()
+    let tokens = values.flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty());
+    tokens.filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")).collect()
 }
 
 /// Whether `name` is hop-by-hop: always so, or named in `connection`.
@@ -98,18 +101,17 @@ pub fn write_request(out: &mut Vec<u8>, request: &RequestHead, client: &ClientSi
         line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let [xff, proto, forwarded_host] = chains.map(|values| (!values.is_empty()).then(|| values.join(&b", "[..])));
-    let xff = match (xff, client.addr) {
-        (Some(mut chain), addr) if !addr.is_empty() => {
-            chain.extend_from_slice(b", ");
-            chain.extend_from_slice(addr.as_bytes());
-            Some(chain)
+    // The trusted chain, then the peer.
+    if xff.is_some() || !client.addr.is_empty() {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(chain) = &xff {
+            out.extend_from_slice(chain);
+            if !client.addr.is_empty() {
+                out.extend_from_slice(b", ");
+            }
         }
-        (Some(chain), _) => Some(chain),
-        (None, "") => None,
-        (None, addr) => Some(addr.as_bytes().to_vec()),
-    };
-    if let Some(value) = xff {
-        line(out, b"x-forwarded-for", &value);
+        out.extend_from_slice(client.addr.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     let scheme: &[u8] = match client.scheme {
         Scheme::Http => b"http",
@@ -141,12 +143,18 @@ pub fn closes(version: http::Version, headers: &HeaderMap) -> bool {
 
 /// Removes the hop-by-hop headers of an upstream's response.
 pub fn response(headers: &mut HeaderMap) {
+    // Found before any is removed (`Connection` names others); a response
+    // rarely has more than one or two, so they are gathered on the stack.
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut more = Vec::new();
     let connection = connection_tokens(headers);
-    if connection.is_empty() && !headers.keys().any(always_hop_by_hop) {
-        return;
+    for (i, name) in headers.keys().filter(|name| is_hop_by_hop(&connection, name)).enumerate() {
+        match found.get_mut(i) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more.push(name.clone()),
+        }
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(&connection, n)).cloned().collect();
-    for name in names {
+    for name in found.into_iter().flatten().chain(more) {
         headers.remove(name);
     }
 }
