@@ -63,7 +63,8 @@ where
     let Some(tls) = front.tls.clone() else {
         return choose_protocol(socket, false, peer, front, stop, accepted).await;
     };
-    let (stream, negotiated) = match opening(deadline, &mut stop, tls.accept(socket)).await {
+    // Boxed, as the protocol loops are (`choose_protocol`): the handshake's state is large.
+    let (stream, negotiated) = match opening(deadline, &mut stop, Box::pin(tls.accept(socket))).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::info!("TLS handshake with {} failed: {e}", describe(&peer));
@@ -78,6 +79,10 @@ where
     choose_protocol(stream, negotiated.h2, peer, front, stop, accepted).await
 }
 
+/// Serves the connection over the protocol it speaks. Each protocol's loop
+/// is boxed (one allocation per connection): inline, the largest of them,
+/// for plain and TLS streams alike, would make every connection's task
+/// tens of kilobytes.
 async fn choose_protocol<S>(
     mut socket: S,
     alpn_h2: bool,
@@ -90,10 +95,10 @@ async fn choose_protocol<S>(
 {
     let peer = Arc::new(peer);
     if alpn_h2 {
-        return super::h2::serve(Prefixed::new(socket, Bytes::new()), peer, front, stop, accepted).await;
+        return Box::pin(super::h2::serve(Prefixed::new(socket, Bytes::new()), peer, front, stop, accepted)).await;
     }
     if !front.config.http2.enabled {
-        return serve_http1(Prefixed::new(socket, Bytes::new()), peer, front, stop, accepted).await;
+        return Box::pin(serve_http1(Prefixed::new(socket, Bytes::new()), peer, front, stop, accepted)).await;
     }
     let deadline = accepted + front.config.client.header_timeout;
     let first = match opening(deadline, &mut stop, sniff(&mut socket)).await {
@@ -114,9 +119,9 @@ async fn choose_protocol<S>(
     let h2 = first.len() == PREFACE.len() && first[..] == *PREFACE;
     let io = Prefixed::new(socket, first);
     if h2 {
-        super::h2::serve(io, peer, front, stop, accepted).await
+        Box::pin(super::h2::serve(io, peer, front, stop, accepted)).await
     } else {
-        serve_http1(io, peer, front, stop, accepted).await
+        Box::pin(serve_http1(io, peer, front, stop, accepted)).await
     }
 }
 

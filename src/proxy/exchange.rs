@@ -48,6 +48,9 @@ fn invalid(why: impl Into<String>) -> ExchangeError {
 /// is taken out of `buf` (what follows stays) and returned; `None` means
 /// more bytes are needed.
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, ExchangeError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
     // Left uninitialised: the parser writes the ones it uses.
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);

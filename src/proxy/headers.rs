@@ -19,23 +19,19 @@ pub struct ClientSide<'a> {
     pub scheme: Scheme,
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
 /// Whether `name` is hop-by-hop in every message.
 fn always_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-    ]
-    .iter()
-    .any(|h| h == name)
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+    )
 }
 
 /// The tokens of the `Connection` fields of `headers` that name other

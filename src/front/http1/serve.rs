@@ -94,7 +94,9 @@ where
             hints: (version == Version::HTTP_11).then(|| EarlyHints::new(RequestInterim::new(&lends.interim))),
             sends: lends.sends.clone(),
         };
-        let handler = Arc::clone(&front).handle(request, Arc::clone(&peer), lent);
+        // Pinned here and lent to `answer`: a future passed by value is
+        // stored again in the callee's, and this one is kilobytes.
+        let handler = pin!(Arc::clone(&front).handle(request, Arc::clone(&peer), lent));
         let Some(response) = conn.answer(handler, &lends.interim).await else {
             break;
         };
@@ -192,10 +194,9 @@ where
     /// `None` if the connection failed meanwhile.
     async fn answer(
         &mut self,
-        handler: impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>>,
+        mut handler: Pin<&mut impl Future<Output = Result<http::Response<ResponseBody>, std::convert::Infallible>>>,
         interim: &Interim,
     ) -> Option<http::Response<ResponseBody>> {
-        let mut handler = pin!(handler);
         let shared = &self.shared;
         let done = poll_fn(|cx| {
             if let Poll::Ready(Ok(response)) = handler.as_mut().poll(cx) {
