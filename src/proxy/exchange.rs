@@ -12,7 +12,7 @@ use std::io;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
 
 /// Largest response head accepted (nginx's `proxy_buffer_size` is 4 or 8
@@ -44,10 +44,70 @@ fn invalid(why: impl Into<String>) -> ExchangeError {
     ExchangeError::Invalid(why.into())
 }
 
+/// A response head, and what its fields say about the body's framing and
+/// the connection, noted as they were parsed (no lookups afterwards).
+pub struct Head {
+    pub parts: http::response::Parts,
+    fields: Fields,
+}
+
+#[derive(Debug, Default)]
+struct Fields {
+    /// `Content-Length`: its value, or why it cannot be used.
+    length: Option<Result<u64, &'static str>>,
+    /// `Transfer-Encoding` is present.
+    transfer_encoding: bool,
+    /// Whether the last coding it lists is `chunked`.
+    chunked: Option<bool>,
+    /// `Connection` options.
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Fields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == CONTENT_LENGTH {
+            let text = value.as_bytes();
+            let n = (!text.is_empty() && text.iter().all(u8::is_ascii_digit))
+                .then(|| value.to_str().ok()?.parse::<u64>().ok())
+                .flatten()
+                .ok_or("Content-Length");
+            self.length = match (self.length, n) {
+                (Some(Err(why)), _) | (_, Err(why)) => Some(Err(why)),
+                (Some(Ok(l)), Ok(n)) if l != n => Some(Err("two different Content-Lengths")),
+                (_, Ok(n)) => Some(Ok(n)),
+            };
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            if let Some(last) = value.to_str().ok().and_then(|v| v.rsplit(',').next()) {
+                self.chunked = Some(last.trim().eq_ignore_ascii_case("chunked"));
+            }
+        } else if name == CONNECTION {
+            for option in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= option.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+}
+
+impl Head {
+    /// Whether the server said it closes the connection after this
+    /// response (`Connection: close`, or HTTP/1.0 without `keep-alive`),
+    /// so the connection is not worth keeping.
+    pub fn closes(&self) -> bool {
+        if self.parts.version == Version::HTTP_10 {
+            !self.fields.keep_alive
+        } else {
+            self.fields.close
+        }
+    }
+}
+
 /// Parses a response head at the start of `buf`. When it is complete it
 /// is taken out of `buf` (what follows stays) and returned; `None` means
 /// more bytes are needed.
-pub fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, ExchangeError> {
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -82,19 +142,21 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, E
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
+    let mut fields = Fields::default();
     for &(name_at, name_end, value_at, value_end) in &spans[..count] {
         let (name_at, name_end, value_at, value_end) =
             (name_at as usize, name_end as usize, value_at as usize, value_end as usize);
         let name = HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| invalid("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
             .map_err(|_| invalid(format!("value of {name}")))?;
+        fields.note(&name, &value);
         headers.append(name, value);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    Ok(Some(parts))
+    Ok(Some(Head { parts, fields }))
 }
 
 /// How a response body ends.
@@ -109,8 +171,8 @@ pub enum Framing {
 }
 
 /// The framing of the body of `head`, a response to `method`.
-pub fn framing(method: &Method, head: &http::response::Parts) -> Result<Framing, ExchangeError> {
-    let status = head.status;
+pub fn framing(method: &Method, head: &Head) -> Result<Framing, ExchangeError> {
+    let status = head.parts.status;
     if method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -118,32 +180,18 @@ pub fn framing(method: &Method, head: &http::response::Parts) -> Result<Framing,
     {
         return Ok(Framing::Empty);
     }
-    let lengths = head.headers.get_all(CONTENT_LENGTH);
-    if head.headers.contains_key(TRANSFER_ENCODING) {
-        if lengths.iter().next().is_some() {
+    let fields = &head.fields;
+    if fields.transfer_encoding {
+        if fields.length.is_some() {
             return Err(invalid("both Content-Length and Transfer-Encoding"));
         }
-        let codings = head.headers.get_all(TRANSFER_ENCODING).iter();
-        let last = codings.filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).next_back();
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::UntilClose,
-        });
+        return Ok(if fields.chunked == Some(true) { Framing::Chunked } else { Framing::UntilClose });
     }
-    let mut length = None;
-    for value in lengths {
-        let n = value
-            .to_str()
-            .ok()
-            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| invalid("Content-Length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(invalid("two different Content-Lengths"));
-        }
-        length = Some(n);
+    match fields.length {
+        None => Ok(Framing::UntilClose),
+        Some(Ok(n)) => Ok(Framing::Length(n)),
+        Some(Err(why)) => Err(invalid(why)),
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 /// What the next step of decoding found.
@@ -307,7 +355,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
 mod tests {
     use super::*;
 
-    fn head(text: &str) -> http::response::Parts {
+    fn head(text: &str) -> Head {
         let mut buf = BytesMut::from(text);
         parse_head(&mut buf).unwrap().unwrap()
     }
@@ -337,14 +385,24 @@ mod tests {
     }
 
     #[test]
+    fn connection_close_is_seen() {
+        assert!(head("HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\n\r\n").closes());
+        assert!(head("HTTP/1.1 200 OK\r\nConnection: x\r\nConnection: close\r\n\r\n").closes());
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n").closes());
+        assert!(!head("HTTP/1.1 200 OK\r\n\r\n").closes());
+        assert!(head("HTTP/1.0 200 OK\r\n\r\n").closes());
+        assert!(!head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").closes());
+    }
+
+    #[test]
     fn a_head_is_parsed_and_taken_off_the_buffer() {
         let mut buf = BytesMut::from("HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nokNEXT");
-        let parts = parse_head(&mut buf).unwrap().unwrap();
+        let parts = parse_head(&mut buf).unwrap().unwrap().parts;
         assert_eq!(parts.status, StatusCode::CREATED);
         assert_eq!(parts.version, Version::HTTP_11);
         assert_eq!(parts.headers.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(&buf[..], b"okNEXT");
-        assert_eq!(head("HTTP/1.0 200 OK\r\n\r\n").version, Version::HTTP_10);
+        assert_eq!(head("HTTP/1.0 200 OK\r\n\r\n").parts.version, Version::HTTP_10);
     }
 
     #[test]
@@ -383,6 +441,11 @@ mod tests {
         assert_eq!(framing(&get, &h).unwrap(), Framing::Chunked);
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
         assert_eq!(framing(&get, &h).unwrap(), Framing::UntilClose);
+        // The last coding of the last field decides.
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(framing(&get, &h).unwrap(), Framing::UntilClose);
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(framing(&get, &h).unwrap(), Framing::Chunked);
         assert_eq!(framing(&get, &head("HTTP/1.0 200 OK\r\n\r\n")).unwrap(), Framing::UntilClose);
         for bad in [
             "Content-Length: 5\r\nTransfer-Encoding: chunked",

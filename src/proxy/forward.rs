@@ -88,9 +88,7 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                 // A connection is kept only when the whole request went
                 // out, its response ends by its own framing and the server
                 // did not say it closes it.
-                let keep = sent == Sent::All
-                    && framing != Framing::UntilClose
-                    && !headers::closes(head.version, &head.headers);
+                let keep = sent == Sent::All && framing != Framing::UntilClose && !head.closes();
                 let body = UpstreamBody {
                     conn: Some(conn),
                     length: match framing {
@@ -104,7 +102,7 @@ pub async fn forward(upstream: &Arc<Upstream>, out: Outgoing<'_>) -> Result<Answ
                     node: i,
                     in_flight: Some(in_flight),
                 };
-                return Ok(Answer { head, body });
+                return Ok(Answer { head: head.parts, body });
             }
             Err((err, sent)) => {
                 // Noted only on failure: a request that goes through at
@@ -133,7 +131,7 @@ async fn try_server(
     upstream: &Upstream,
     i: usize,
     out: &Outgoing<'_>,
-) -> Result<(http::response::Parts, Sent, Conn), (ProxyError, bool)> {
+) -> Result<(exchange::Head, Sent, Conn), (ProxyError, bool)> {
     let spec = &upstream.spec;
     let node = &upstream.nodes[i];
     let here = &node.label;
@@ -199,7 +197,7 @@ async fn exchange(
     hints: Option<&EarlyHints>,
     label: &str,
     written: &mut usize,
-) -> Result<(http::response::Parts, Sent), ExchangeError> {
+) -> Result<(exchange::Head, Sent), ExchangeError> {
     let sent = match payload {
         Payload::Empty => conn.write_all(&mut [IoSlice::new(head)], written).await?,
         Payload::Mem(body) => conn.write_all(&mut [IoSlice::new(head), IoSlice::new(body)], written).await?,
@@ -225,13 +223,14 @@ async fn exchange(
 /// Reads up to the final response head on `conn`: 100 Continue and other
 /// 1xx are read past, 103 Early Hints passed on to `hints`, an unasked 101
 /// is an error.
-pub async fn final_head(conn: &mut Conn, hints: Option<&EarlyHints>) -> Result<http::response::Parts, ExchangeError> {
+pub async fn final_head(conn: &mut Conn, hints: Option<&EarlyHints>) -> Result<exchange::Head, ExchangeError> {
     loop {
         if let Some(response) = exchange::parse_head(&mut conn.buf)? {
-            match response.status.as_u16() {
+            match response.parts.status.as_u16() {
                 103 => {
                     if let Some(hints) = hints {
                         let fields: Vec<(Bytes, Bytes)> = response
+                            .parts
                             .headers
                             .iter()
                             .map(|(name, value)| {

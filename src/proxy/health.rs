@@ -46,7 +46,7 @@ async fn check(upstream: &Upstream, i: usize, path: &str) -> Result<(), String> 
     let head = tokio::time::timeout(spec.response_timeout, head)
         .await
         .map_err(|_| format!("no response within {:?}", spec.response_timeout))??;
-    let status = head.status;
+    let status = head.parts.status;
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {
