@@ -44,6 +44,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 python_h="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
 [ -f "$python_h" ] || missing+=("$("$PYTHON" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')")
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)  # bench/h2.py
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)  # bench/instructions.py
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # bench/h2.py's certificate
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]} with apt-get"
