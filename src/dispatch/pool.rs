@@ -182,18 +182,25 @@ impl Pool {
         head: RequestHead,
         body: Option<OwnedFd>,
     ) -> Result<Call, DispatchError> {
-        let waiting = self.waiting.load(Ordering::Relaxed);
-        if waiting >= self.backlog {
+        // A place in the backlog is taken in one step: checked first and
+        // counted later, two requests on two front threads could both see
+        // the last free place, and --backlog would not hold.
+        let backlog = self.backlog;
+        let taken = self.waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < backlog).then_some(n + 1));
+        if let Err(waiting) = taken {
             return Err(DispatchError::QueueFull(waiting));
         }
         let Some(queue) = self.current() else {
+            self.one_less_waiting();
             return Err(DispatchError::Closed);
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let idempotent = matches!(head.method.as_ref(), b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE");
         let mut buf = BytesMut::with_capacity(512);
-        wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf)
-            .map_err(|e| DispatchError::Internal(e.to_string()))?;
+        if let Err(e) = wire::encode(&Frame::new(id, Message::Request(Box::new(head))), &mut buf) {
+            self.one_less_waiting();
+            return Err(DispatchError::Internal(e.to_string()));
+        }
         let (tx, rx) = mpsc::channel(REPLY_CHANNEL);
         let frame = buf.freeze();
         let pending = Pending {
@@ -206,7 +213,6 @@ impl Pool {
             idempotent,
         };
         self.lock().insert(id, pending);
-        self.waiting.fetch_add(1, Ordering::Relaxed);
         if let Err((_, e)) = queue.send(Job { id, frame, body }) {
             self.fail(id, DispatchError::Internal(e.to_string()));
             return Err(DispatchError::Internal(format!("queueing request: {e}")));

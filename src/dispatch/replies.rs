@@ -219,4 +219,35 @@ mod tests {
         drop(theirs);
         assert!(matches!(reader.await.unwrap(), LinkEnd::Closed));
     }
+
+    /// --backlog holds when requests arrive on several front threads at
+    /// once: no more than `backlog` wait, every other one is refused.
+    #[tokio::test]
+    async fn the_backlog_holds_under_concurrent_submits() {
+        let (backlog, threads) = (3, 16);
+        for _ in 0..20 {
+            let pool = Pool::new(backlog).unwrap();
+            let start = std::sync::Barrier::new(threads);
+            let outcomes: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            match pool.submit("GET /".into(), request(), None) {
+                                Ok(call) => {
+                                    std::mem::forget(call);
+                                    true
+                                }
+                                Err(DispatchError::QueueFull(_)) => false,
+                                Err(e) => panic!("unexpected: {e}"),
+                            }
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(outcomes.iter().filter(|&&queued| queued).count(), backlog);
+            assert_eq!(pool.queued(), backlog);
+        }
+    }
 }
