@@ -39,6 +39,8 @@ from harness.process import Running, free_port
 from harness.servers import NGINX, nginx_command, server_env
 from run import START_TIMEOUT, STOP_TIMEOUT, say
 
+import proxy
+
 BODY = b"Hello, world!\n"
 # upstream name -> what its server block adds (closing: gunicorn's sync workers)
 UPSTREAMS = {"keep-alive": "", "closing": "keepalive_timeout 0;"}
@@ -54,37 +56,13 @@ def upstream(conf_dir: Path, ports: dict[str, int]) -> list[str]:
 
 
 def tandem_front(conf_dir: Path, port: int, up: int) -> list[str]:
-    (conf_dir / "front.toml").write_text(
-        f"""front-threads = 1
-[[listen]]
-bind = "{HOST}:{port}"
-[[route]]
-prefix = "/"
-proxy = "up"
-[upstream.up]
-servers = ["{HOST}:{up}"]
-"""
-    )
-    return [venv("python"), venv("tandem"), "--config", str(conf_dir / "front.toml")]
+    # proxy.py's front, one thread; its script run by the venv's python,
+    # which valgrind then runs.
+    return [venv("python")] + proxy.tandem_front(conf_dir, port, [up], 1)
 
 
 def nginx_front(conf_dir: Path, port: int, up: int) -> list[str]:
-    http = f"""    keepalive_requests 1000000;
-    upstream up {{ server {HOST}:{up}; keepalive 32; }}
-    server {{
-        listen {HOST}:{port};
-        location / {{
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-        }}
-    }}
-"""
-    argv = nginx_command(conf_dir, 1, http)
+    argv = proxy.nginx_front(conf_dir, port, [up], 1)
     # One process, so that callgrind follows the one that serves.
     conf = conf_dir / "nginx.conf"
     conf.write_text(conf.read_text().replace("master_process on;", "master_process off;"))
